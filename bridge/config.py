@@ -1,0 +1,249 @@
+"""Settings: frozen dataclasses read from one TOML file, each key overridable by environment.
+
+Each section is a dataclass; each field is a key. The loader is generic, driven by the field's
+type and metadata, so adding a key is adding a field. For a key ``port`` in section ``server``:
+
+- TOML: ``[server]`` ``port = 8554``
+- env:  ``SKYBELL_BRIDGE_SERVER_PORT=8554`` (wins over the file)
+- a ``Secret`` key also reads a file: ``password_file = "/run/secrets/pw"`` in TOML, or
+  ``SKYBELL_BRIDGE_SKYBELL_PASSWORD_FILE``. Secrets never come from the command line.
+
+Everything is validated once, at start; the first problem raises ``ConfigError`` naming the key,
+the accepted values and where the bad value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge.errors import ConfigError
+from bridge.redact import Secret
+
+__all__ = ["ENV_CONFIG", "ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "SKYBELL_BRIDGE_"
+ENV_CONFIG = "SKYBELL_BRIDGE_CONFIG"
+DEFAULT_API_URL = "https://api.skybell.network/api/v5"
+
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _range(lo: float, hi: float | None = None) -> dict[str, Any]:
+    return {"range": (lo, hi)}
+
+
+@dataclass(frozen=True)
+class SkyBellSettings:
+    """How to reach and authenticate to the SkyBell cloud."""
+
+    api_url: str = DEFAULT_API_URL
+    api_key: Secret | None = None
+    email: str = ""
+    password: Secret | None = None
+    # Sent as x-skybell-app with JWT auth; the cloud may refuse requests without it.
+    app_version: str = "2.9.1"
+    # Longer than the cloud's own 30 s device wait, so a 599 arrives before we give up.
+    timeout: float = field(default=35.0, metadata=_range(1, 300))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the bridge listens, and who may use it."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=1984, metadata=_range(0, 65535))
+    rtsp_host: str = "127.0.0.1"
+    rtsp_port: int = field(default=8554, metadata=_range(0, 65535))
+    username: str = ""
+    password: Secret | None = None
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where clips and the index live."""
+
+    clips_dir: Path = Path("clips")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Log format and verbosity."""
+
+    format: LogFormat = "text"
+    level: LogLevel = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings; one attribute per TOML section."""
+
+    skybell: SkyBellSettings = field(default_factory=SkyBellSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when an API key or an email and password are configured."""
+        sb = self.skybell
+        return bool(sb.api_key) or bool(sb.email and sb.password)
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any), apply environment overrides, validate, and return Settings."""
+    env = os.environ if env is None else env
+    if path is None and env.get(ENV_CONFIG):
+        path = env[ENV_CONFIG]
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_toml(Path(path))
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Settings)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    for name in data:
+        if name not in known:
+            raise ConfigError(name, f"unknown section; accepted sections: {', '.join(sorted(known))}")
+    for f in dataclasses.fields(Settings):
+        raw = data.get(f.name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f.name, "must be a table ([section])")
+        sections[f.name] = _load_section(f.name, hints[f.name], raw, env)
+    settings = Settings(**sections)
+    _check_cross_field(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config file", f"{path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("config file", f"{path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError("config file", f"{path} cannot be read: {err.strerror}") from None
+
+
+def _load_section(section: str, cls: type[Any], raw: dict[str, Any], env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        base = key.removesuffix("_file")
+        if key not in fields and not (base in fields and _is_secret(hints[base])):
+            accepted = ", ".join(sorted(fields))
+            raise ConfigError(f"{section}.{key}", f"unknown key; accepted keys: {accepted}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        dotted = f"{section}.{name}"
+        env_name = f"{ENV_PREFIX}{section}_{name}".upper()
+        typ = hints[name]
+        if env_name in env:
+            value, origin = env[env_name], f"environment variable {env_name}"
+        elif _is_secret(typ) and env.get(env_name + "_FILE"):
+            value, origin = _read_secret_file(dotted, env[env_name + "_FILE"]), env_name + "_FILE"
+        elif name in raw:
+            value, origin = raw[name], "config file"
+        elif _is_secret(typ) and f"{name}_file" in raw:
+            value, origin = _read_secret_file(dotted, str(raw[f"{name}_file"])), f"{name}_file"
+        else:
+            continue
+        values[name] = _convert(dotted, typ, value, origin, f.metadata)
+    return cls(**values)
+
+
+def _is_secret(typ: Any) -> bool:
+    return Secret in typing.get_args(typ) or typ is Secret
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as err:
+        raise ConfigError(key, f"secret file {path} cannot be read: {err.strerror}") from None
+
+
+def _convert(key: str, typ: Any, value: Any, origin: str, meta: Mapping[str, Any]) -> Any:
+    from_env = isinstance(value, str) and origin.startswith("environment")
+    origin_note = f" (from {origin})"
+    shown = "***" if _is_secret(typ) else repr(value)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(key, f"expected {expected}, got {shown}{origin_note}")
+
+    args = typing.get_args(typ)
+    if isinstance(typ, types.UnionType) and type(None) in args:
+        if value == "" and from_env:
+            return None
+        typ = next(a for a in args if a is not type(None))
+    origin_type = typing.get_origin(typ)
+    if origin_type is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(map(str, args)))
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if from_env and text in {"1", "true", "yes", "on"}:
+            return True
+        if from_env and text in {"0", "false", "no", "off"}:
+            return False
+        raise fail("true or false")
+    if typ in (int, float):
+        try:
+            number = typ(value) if from_env else value
+        except ValueError:
+            raise fail(_describe_number(typ, meta)) from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise fail(_describe_number(typ, meta))
+        if typ is int and not isinstance(number, int):
+            raise fail(_describe_number(typ, meta))
+        lo, hi = meta.get("range", (None, None))
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            raise fail(_describe_number(typ, meta))
+        return typ(number)
+    if typ is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    if typ is Secret:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return Secret(value) if value else None
+    if typ is Path:
+        if not isinstance(value, str) or not value:
+            raise fail("a path")
+        return Path(value).expanduser()
+    raise TypeError(f"config: no converter for {typ!r} ({key})")
+
+
+def _describe_number(typ: type, meta: Mapping[str, Any]) -> str:
+    kind = "an integer" if typ is int else "a number"
+    lo, hi = meta.get("range", (None, None))
+    if lo is not None and hi is not None:
+        return f"{kind} from {lo:g} to {hi:g}"
+    if lo is not None:
+        return f"{kind} of at least {lo:g}"
+    return kind
+
+
+def _check_cross_field(settings: Settings) -> None:
+    sb = settings.skybell
+    if not sb.api_url.startswith(("http://", "https://")):
+        raise ConfigError("skybell.api_url", f"expected an http:// or https:// URL, got {sb.api_url!r}")
+    if bool(sb.email) != bool(sb.password) and not sb.api_key:
+        missing = "skybell.password" if sb.email else "skybell.email"
+        raise ConfigError(missing, "email and password go together; set both, or set skybell.api_key")
+    srv = settings.server
+    if srv.password and not srv.username:
+        raise ConfigError("server.username", "a server.password is set, so a username is needed too")
