@@ -111,7 +111,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     known = {f.name for f in dataclasses.fields(Settings)}
     for name in data:
         if name not in known:
-            raise ConfigError(name, f"unknown section; accepted sections: {', '.join(sorted(known))}")
+            raise ConfigError(
+                name, f"unknown section; accepted sections: {', '.join(sorted(known))}"
+            )
     for f in dataclasses.fields(Settings):
         raw = data.get(f.name, {})
         if not isinstance(raw, dict):
@@ -240,10 +242,16 @@ def _describe_number(typ: type, meta: Mapping[str, Any]) -> str:
 def _check_cross_field(settings: Settings) -> None:
     sb = settings.skybell
     if not sb.api_url.startswith(("http://", "https://")):
-        raise ConfigError("skybell.api_url", f"expected an http:// or https:// URL, got {sb.api_url!r}")
+        raise ConfigError(
+            "skybell.api_url", f"expected an http:// or https:// URL, got {sb.api_url!r}"
+        )
     if bool(sb.email) != bool(sb.password) and not sb.api_key:
         missing = "skybell.password" if sb.email else "skybell.email"
-        raise ConfigError(missing, "email and password go together; set both, or set skybell.api_key")
+        raise ConfigError(
+            missing, "email and password go together; set both, or set skybell.api_key"
+        )
     srv = settings.server
     if srv.password and not srv.username:
-        raise ConfigError("server.username", "a server.password is set, so a username is needed too")
+        raise ConfigError(
+            "server.username", "a server.password is set, so a username is needed too"
+        )

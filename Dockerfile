@@ -1,0 +1,14 @@
+FROM python:3.11-slim-bookworm
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+COPY web ./web
+RUN pip install --no-cache-dir .
+# Inside a container the published ports are the boundary; set server.password before exposing it.
+ENV SKYBELL_BRIDGE_SERVER_HOST=0.0.0.0 \
+    SKYBELL_BRIDGE_SERVER_RTSP_HOST=0.0.0.0 \
+    SKYBELL_BRIDGE_STORAGE_CLIPS_DIR=/data/clips
+VOLUME /data
+EXPOSE 1984 8554
+ENTRYPOINT ["skybell-bridge"]
+CMD ["serve"]

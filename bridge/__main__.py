@@ -1,0 +1,155 @@
+"""The ``skybell-bridge`` command line: parse arguments, build Settings, run one command.
+
+Exit codes: 0 success, 1 a cloud or runtime failure, 2 bad configuration, usage or device name.
+Errors print one line; a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bridge.cloud import open_cloud
+from bridge.config import ENV_CONFIG, Settings, load_settings
+from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
+from bridge.logs import setup_logging
+from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, DEFAULT_EMAIL, DEFAULT_PASSWORD, SimCloud
+from bridge.skybell import find_device
+
+_LOGGER = logging.getLogger("bridge")
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+async def cmd_devices(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a table of the account's doorbells."""
+    async with open_cloud(settings) as cloud:
+        devices = await cloud.client.devices()
+    rows = [("NAME", "STREAM", "ID", "MODEL", "FIRMWARE", "ONLINE", "IP")]
+    rows += [
+        (d.name, d.slug, d.id, d.model, d.firmware, "yes" if d.online else "no", d.ip_address or "-")
+        for d in devices
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    """Save a still picture from one doorbell."""
+    async with open_cloud(settings) as cloud:
+        device = find_device(await cloud.client.devices(), args.device)
+        snap = await cloud.client.snapshot(device.id)
+    out = Path(args.output)
+    await asyncio.to_thread(out.write_bytes, snap.jpeg)
+    print(f"saved {len(snap.jpeg)} bytes from {device.name} to {out}")
+    return 0
+
+
+async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the simulated SkyBell cloud until interrupted."""
+    sim = SimCloud()
+    runner = web.AppRunner(sim.app())
+    await runner.setup()
+    await web.TCPSite(runner, args.host, args.port).start()
+    host, port = runner.addresses[0][:2]
+    print(f"simulated SkyBell cloud at http://{host}:{port}{API_PREFIX}", flush=True)
+    print(f"  API key: {DEFAULT_API_KEY}", flush=True)
+    print(f"  or login: {DEFAULT_EMAIL} / {DEFAULT_PASSWORD}", flush=True)
+    print(f"  fault switches: http://{host}:{port}/_sim/faults", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the bridge's web API until interrupted."""
+    from bridge.app import build_app
+
+    async with open_cloud(settings) as cloud:
+        devices = await cloud.client.devices()
+        app = build_app(settings, cloud.client, devices)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        srv = settings.server
+        await web.TCPSite(runner, srv.host, srv.port).start()
+        host, port = runner.addresses[0][:2]
+        print(f"skybell-bridge serving {len(devices)} doorbell(s) at http://{host}:{port}/", flush=True)
+        if not srv.password and srv.host in ("127.0.0.1", "localhost", "::1"):
+            print("no server.password set: listening on this machine only", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skybell-bridge",
+        description="Bridge SkyBell doorbells to RTSP, HLS, MJPEG and WebRTC. With no SkyBell "
+        "credentials configured, it runs against a built-in simulator.",
+    )
+    parser.add_argument("--config", help=f"TOML settings file (default: ${ENV_CONFIG})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("devices", help="list the doorbells on the account")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("snapshot", help="save a JPEG snapshot from a doorbell")
+    p.add_argument("device", metavar="DEVICE", help="device name, stream name or id")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the JPEG")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("sim", help="run the simulated SkyBell cloud")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("serve", help="run the bridge")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``skybell-bridge`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log.format, "debug" if args.verbose else settings.log.level)
+    func: Command = args.func
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(func(settings, args))
+        return 130
+    except UnknownDevice as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except CloudError as err:
+        print(f"error: SkyBell cloud: {err}", file=sys.stderr)
+        return 1
+    except (BridgeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Simulated SkyBell cloud, KVS signaling service and doorbell, used by tests and by default."""
