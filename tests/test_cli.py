@@ -12,7 +12,9 @@ import pytest
 ENV_KEEP = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k in ENV_KEEP}
     return subprocess.run(
         [sys.executable, "-m", "bridge", *args],

@@ -56,7 +56,10 @@ def test_secret_from_file(tmp_path: Path) -> None:
     assert settings.skybell.password is not None
     assert settings.skybell.password.reveal() == "correct horse battery"
     env_settings = load_settings(
-        env={"SKYBELL_BRIDGE_SKYBELL_EMAIL": "a@b.c", "SKYBELL_BRIDGE_SKYBELL_PASSWORD_FILE": str(secret)}
+        env={
+            "SKYBELL_BRIDGE_SKYBELL_EMAIL": "a@b.c",
+            "SKYBELL_BRIDGE_SKYBELL_PASSWORD_FILE": str(secret),
+        }
     )
     assert env_settings.has_credentials
 

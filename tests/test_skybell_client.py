@@ -112,8 +112,14 @@ def test_live_call_parses_the_documented_example() -> None:
             },
         ],
         "endpoints": [
-            {"Protocol": "HTTPS", "ResourceEndpoint": "https://r-1.kinesisvideo.us-east-1.amazonaws.com"},
-            {"Protocol": "WSS", "ResourceEndpoint": "wss://v-1.kinesisvideo.us-east-1.amazonaws.com"},
+            {
+                "Protocol": "HTTPS",
+                "ResourceEndpoint": "https://r-1.kinesisvideo.us-east-1.amazonaws.com",
+            },
+            {
+                "Protocol": "WSS",
+                "ResourceEndpoint": "wss://v-1.kinesisvideo.us-east-1.amazonaws.com",
+            },
         ],
         "signed": [
             '{"service":"kinesisvideo","headers":{"X-Amz-ClientId":"VIEWER-FOR-CHANNELarn:x"}}'
@@ -130,7 +136,10 @@ def test_live_call_parses_the_documented_example() -> None:
     call = LiveCall.from_api("dev", data)
     assert call.region == "eu-west-1"  # taken from the ARN when aws_region is missing
     assert call.client_id == "VIEWER-FOR-CHANNELarn:x"
-    assert call.ice_servers[1].urls == ("turn:1.2.3.4:443?transport=udp", "turns:1.2.3.4:443?transport=tcp")
+    assert call.ice_servers[1].urls == (
+        "turn:1.2.3.4:443?transport=udp",
+        "turns:1.2.3.4:443?transport=tcp",
+    )
     assert call.ice_servers[1].as_dict()["credential"] == "c-secret-value"
     assert call.credentials.expiration == datetime(2024, 2, 29, 18, 31, 11, tzinfo=UTC)
     assert call.https_endpoint is not None

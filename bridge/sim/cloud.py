@@ -37,10 +37,20 @@ _LOGGER = logging.getLogger(__name__)
 API_PREFIX = "/api/v5"
 DEFAULT_API_KEY = "5e1b2c8e-0d3f-4a7e-9b1c-2f6d8a4c3e10"
 DEFAULT_EMAIL = "demo@skybell.example"
-DEFAULT_PASSWORD = "ring-ring-2026"
+DEFAULT_PASSWORD = "ring-ring-2026"  # noqa: S105 - the simulator's published demo login
 _ACCOUNT_ID = "33dae2fb-499a-496c-88b5-897da608a04a"
 _TRIGGER_EVENTS = frozenset(
-    {"lstream", "doorbell", "motion", "telemetry", "availability", "ota", "vready", "devicedeleted", "sound"}
+    {
+        "lstream",
+        "doorbell",
+        "motion",
+        "telemetry",
+        "availability",
+        "ota",
+        "vready",
+        "devicedeleted",
+        "sound",
+    }
 )
 _RESOLUTIONS = {0: "480p", 1: "720p low", 2: "720p high", 3: "1080p"}
 
@@ -118,7 +128,9 @@ class Faults:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    )
 
 
 def _ok(data: Any, message: str = "OK", status: int = 200) -> web.Response:
@@ -139,7 +151,11 @@ def default_devices() -> list[SimDevice]:
             model="SB_SLIM2_0001",
             # Distinct loopback addresses, so local UDP events can be told apart on one machine.
             ip_address="127.0.0.21",
-            settings={"image_quality": 1, "motion_detection": True, "time_zone": "EST5EDT,M3.2.0,M11.1.0"},
+            settings={
+                "image_quality": 1,
+                "motion_detection": True,
+                "time_zone": "EST5EDT,M3.2.0,M11.1.0",
+            },
         ),
         SimDevice(
             id="be0e3ef1-cf12-4350-bdc2-ce5266bdb838",
@@ -149,7 +165,11 @@ def default_devices() -> list[SimDevice]:
             firmware="1.4.9",
             ip_address="127.0.0.22",
             battery=87,
-            settings={"image_quality": 0, "motion_detection": True, "time_zone": "EST5EDT,M3.2.0,M11.1.0"},
+            settings={
+                "image_quality": 0,
+                "motion_detection": True,
+                "time_zone": "EST5EDT,M3.2.0,M11.1.0",
+            },
         ),
     ]
 
@@ -220,7 +240,9 @@ class SimCloud:
         """The sim's clock in JS milliseconds."""
         return int(self.clock() * 1000)
 
-    def add_activity(self, device: SimDevice, event_type: str, when_ms: int | None = None) -> dict[str, Any]:
+    def add_activity(
+        self, device: SimDevice, event_type: str, when_ms: int | None = None
+    ) -> dict[str, Any]:
         """Record an activity as the real cloud does after a press, motion or live stream."""
         when = self.now_ms() if when_ms is None else when_ms
         activity_id = str(uuid.uuid4())
@@ -263,7 +285,9 @@ class SimCloud:
             return _fail(503, "Service Unavailable")
         if self.faults.malformed > 0:
             self.faults.malformed -= 1
-            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+            return web.Response(
+                text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+            )
         return await handler(request)
 
     @web.middleware
@@ -324,8 +348,20 @@ class SimCloud:
         return web.json_response({"error": False, "message": "OK"})
 
     async def _user(self, request: web.Request) -> web.Response:
-        premium = {"renewing": True, "term": 1, "started_at": "2025-10-27T20:20:47.506Z", "ended_at": None}
-        return _ok({"email": self.email, "account_id": _ACCOUNT_ID, "premium_status": "premium", "premium": premium})
+        premium = {
+            "renewing": True,
+            "term": 1,
+            "started_at": "2025-10-27T20:20:47.506Z",
+            "ended_at": None,
+        }
+        return _ok(
+            {
+                "email": self.email,
+                "account_id": _ACCOUNT_ID,
+                "premium_status": "premium",
+                "premium": premium,
+            }
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         return _ok({"ENV": "sim", "SKYBELL_API_VER": "1.4.0", "UPTIME": 3994, "MOBILE_BETA": True})
@@ -344,7 +380,14 @@ class SimCloud:
     async def _devices(self, request: web.Request) -> web.Response:
         limit, offset = _int_param(request, "limit", 50), _int_param(request, "offset", 0)
         rows = [d.as_api(self.now_ms()) for d in self.devices.values()]
-        return _ok({"count": len(rows), "rows": rows[offset : offset + limit], "limit": limit, "offset": offset})
+        return _ok(
+            {
+                "count": len(rows),
+                "rows": rows[offset : offset + limit],
+                "limit": limit,
+                "offset": offset,
+            }
+        )
 
     async def _device(self, request: web.Request) -> web.Response:
         found = self._find(request, needs_device=False)
@@ -383,7 +426,11 @@ class SimCloud:
         if isinstance(found, web.Response):
             return found
         base = f"{request.scheme}://{request.host}"
-        data = await self.live_provider(found, base) if self.live_provider else _placeholder_live(found, base)
+        data = (
+            await self.live_provider(found, base)
+            if self.live_provider
+            else _placeholder_live(found, base)
+        )
         self.live_sessions[found.id] = self.live_sessions.get(found.id, 0) + 1
         self.add_activity(found, "lstream")
         return _ok({"state": True, **data})
@@ -415,7 +462,9 @@ class SimCloud:
         if q.get("nopreviews") not in ("1", "true"):
             for row in page:
                 row["image"] = base64.b64encode(b"\xff\xd8 sim preview \xff\xd9").decode()
-        return _ok({"count": len(rows), "start": _iso(start) if start else None, "end": None, "rows": page})
+        return _ok(
+            {"count": len(rows), "start": _iso(start) if start else None, "end": None, "rows": page}
+        )
 
     def _activity(self, request: web.Request) -> dict[str, Any] | None:
         wanted = request.match_info["activity_id"]
@@ -458,8 +507,9 @@ class SimCloud:
         problem = _trigger_problem(body, events)
         if problem:
             return _fail(400, problem)
-        trigger = {
-            "trigger_id": str(uuid.uuid4()),
+        trigger_id = str(uuid.uuid4())
+        trigger: dict[str, Any] = {
+            "trigger_id": trigger_id,
             "client_id": str(uuid.uuid5(uuid.NAMESPACE_URL, found.id)),
             "account_id": _ACCOUNT_ID,
             "enabled": True,
@@ -476,7 +526,7 @@ class SimCloud:
             "created_at": _iso(self.now_ms()),
             "updated_at": _iso(self.now_ms()),
         }
-        self.triggers[trigger["trigger_id"]] = trigger
+        self.triggers[trigger_id] = trigger
         return _ok(trigger, "Webhook trigger created.")
 
     async def _trigger_delete(self, request: web.Request) -> web.Response:

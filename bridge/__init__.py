@@ -1,0 +1,1 @@
+"""skybell-bridge: SkyBell doorbell live view to RTSP, HLS, MJPEG and WebRTC; clips; automations."""

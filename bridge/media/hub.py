@@ -1,0 +1,332 @@
+"""The stream hub: one live session per doorbell, shared by every consumer.
+
+A ``Stream`` starts its cloud session when the first subscriber arrives (or someone asks to keep
+it warm), stops it after ``idle_timeout`` with nobody watching (which ends the cloud live call,
+sparing the doorbell's battery), and reconnects with capped backoff however the session dies.
+Consumers only ever see the hub's packets: one continuous timeline, starting at a keyframe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from bridge.errors import AuthError, BridgeError
+from bridge.media.buffers import GopRing, Subscriber, Timeline
+from bridge.media.packet import MediaPacket, extract_sps_pps
+
+__all__ = ["Connector", "Hub", "MediaStalled", "Session", "Stream"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """One live connection to a doorbell, as the hub sees it."""
+
+    def packets(self) -> AsyncIterator[MediaPacket]:
+        """Encoded packets until the session ends (the iterator stops or raises)."""
+        ...
+
+    def request_keyframe(self) -> None:
+        """Ask the doorbell for a keyframe (PLI)."""
+        ...
+
+    async def close(self) -> None:
+        """End the session and the cloud live call; safe to call twice."""
+        ...
+
+
+Connector = Callable[[], Awaitable[Session]]
+
+
+class MediaStalled(BridgeError):
+    """No media arrived for too long; the session is presumed dead."""
+
+    transient = True
+
+
+class Stream:
+    """One doorbell's live stream and its subscribers."""
+
+    def __init__(
+        self,
+        device_id: str,
+        name: str,
+        connect: Connector,
+        *,
+        idle_timeout: float = 30.0,
+        media_timeout: float = 10.0,
+        ring_seconds: float = 10.0,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.device_id = device_id
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self.media_timeout = media_timeout
+        self.state = "idle"  # idle, starting, live, reconnecting, error
+        self.error: str | None = None
+        self.reconnects = 0
+        self.codecs: dict[str, str] = {}
+        self.sps: bytes | None = None
+        self.pps: bytes | None = None
+        self.started_at: float | None = None
+        self.bytes_in = 0
+        self._connect = connect
+        self._backoff = backoff
+        self._ring = GopRing(ring_seconds)
+        self._timeline = Timeline()
+        self._subs: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._warm_until = 0.0
+        self._session: Session | None = None
+        self._keyframe = asyncio.Event()
+        self._listeners: list[Callable[[Stream], None]] = []
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    def subscribe(self, name: str, *, preroll: float = 0.0, **limits: int) -> Subscriber:
+        """Join the stream; starts it if needed. The subscriber begins at a keyframe at once
+        when one is cached, reaching back ``preroll`` seconds when asked."""
+        sub = Subscriber(name, self._unsubscribe, **limits)
+        backlog = (
+            self._ring.since(preroll, time.monotonic()) if preroll > 0 else self._ring.last_gop
+        )
+        for packet in backlog:
+            sub.offer(packet)
+        self._subs.add(sub)
+        self._cancel_idle()
+        self._ensure_running()
+        self._notify()
+        return sub
+
+    def _unsubscribe(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
+        self._notify()
+        if not self._subs:
+            self._schedule_idle()
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        """Current subscribers (a copy)."""
+        return list(self._subs)
+
+    def keep_warm(self, seconds: float) -> None:
+        """Run the stream for at least ``seconds`` from now, with or without subscribers."""
+        self._warm_until = max(self._warm_until, time.monotonic() + seconds)
+        self._ensure_running()
+        self._schedule_idle()
+
+    def preroll(self, seconds: float) -> list[MediaPacket]:
+        """Buffered packets reaching back ``seconds`` (from a keyframe), for recordings."""
+        return self._ring.since(seconds, time.monotonic())
+
+    def request_keyframe(self) -> None:
+        """Forward a keyframe request to the doorbell."""
+        if self._session is not None:
+            self._session.request_keyframe()
+
+    async def wait_keyframe(self, timeout: float) -> bool:
+        """Start the stream if needed and wait until a keyframe is cached."""
+        if not self._subs:
+            self.keep_warm(max(timeout, 1.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._keyframe.wait(), timeout)
+        return self._keyframe.is_set()
+
+    def on_change(self, listener: Callable[[Stream], None]) -> None:
+        """Call ``listener`` when state or subscribers change."""
+        self._listeners.append(listener)
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-friendly summary for the API and the status page."""
+        uptime = (
+            time.monotonic() - self.started_at if self.started_at and self.state == "live" else 0
+        )
+        viewers: dict[str, int] = {}
+        for sub in self._subs:
+            viewers[sub.name] = viewers.get(sub.name, 0) + 1
+        return {
+            "state": self.state,
+            "error": self.error,
+            "codecs": dict(self.codecs),
+            "viewers": viewers,
+            "reconnects": self.reconnects,
+            "uptime": round(uptime, 1),
+            "bytes_in": self.bytes_in,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"stream {self.name}"
+            )
+
+    def _wanted(self) -> bool:
+        return bool(self._subs) or time.monotonic() < self._warm_until
+
+    def _cancel_idle(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def _schedule_idle(self) -> None:
+        self._cancel_idle()
+        if self._task is None or self._task.done():
+            return
+        delay = max(self.idle_timeout, self._warm_until - time.monotonic())
+        self._idle_handle = asyncio.get_running_loop().call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_handle = None
+        if self._wanted():
+            self._schedule_idle()
+            return
+        _LOGGER.info("stream %s: idle, stopping the live session", self.name)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        """Stop the session now and end every subscriber."""
+        self._cancel_idle()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sub in list(self._subs):
+            sub.end()
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        self.state, self.error = state, error
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self)
+            except Exception:
+                _LOGGER.exception("stream listener failed")
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        down_since: float | None = None
+        try:
+            while True:
+                self._set_state("starting" if down_since is None else "reconnecting", self.error)
+                got_media = False
+                try:
+                    session = await self._connect()
+                    self._session = session
+                    self._timeline.new_session()
+                    async for packet in self._pump(session):
+                        if not got_media:
+                            got_media = True
+                            delay = self._backoff[0]
+                            self.started_at = self.started_at or time.monotonic()
+                            self._set_state("live")
+                            if down_since is not None:
+                                _LOGGER.warning(
+                                    "stream %s: back after %.1f s",
+                                    self.name,
+                                    time.monotonic() - down_since,
+                                )
+                                down_since = None
+                        self._publish(packet)
+                    reason = "the session ended"
+                except asyncio.CancelledError:
+                    raise
+                except AuthError as err:
+                    reason = f"credentials refused: {err}"
+                    delay = self._backoff[1]  # no point hammering; the user must fix it
+                except (BridgeError, OSError) as err:
+                    reason = str(err) or type(err).__name__
+                finally:
+                    if self._session is not None:
+                        session, self._session = self._session, None
+                        await _close_quietly(session)
+                self.reconnects += 1
+                self._keyframe.clear()
+                if down_since is None:
+                    down_since = time.monotonic()
+                    _LOGGER.warning("stream %s: unavailable (%s); reconnecting", self.name, reason)
+                else:
+                    _LOGGER.debug("stream %s: still unavailable (%s)", self.name, reason)
+                self._set_state(
+                    "error" if not got_media and delay >= self._backoff[1] else "reconnecting",
+                    reason,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff[1])
+        finally:
+            self._ring.clear()
+            self._keyframe.clear()
+            self.started_at = None
+            self._set_state("idle")
+
+    async def _pump(self, session: Session) -> AsyncIterator[MediaPacket]:
+        """The session's packets, raising ``MediaStalled`` when none come for too long."""
+        iterator = session.packets().__aiter__()
+        while True:
+            try:
+                packet = await asyncio.wait_for(iterator.__anext__(), self.media_timeout)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise MediaStalled(f"no media for {self.media_timeout:g} s") from None
+            yield packet
+
+    def _publish(self, raw: MediaPacket) -> None:
+        packet = self._timeline.map(raw)
+        self.bytes_in += len(packet.data)
+        self.codecs[packet.kind] = packet.codec
+        if packet.kind == "video" and packet.keyframe:
+            sps, pps = extract_sps_pps(packet.data)
+            self.sps, self.pps = sps or self.sps, pps or self.pps
+            self._keyframe.set()
+        self._ring.add(packet)
+        for sub in self._subs:
+            sub.offer(packet)
+
+
+async def _close_quietly(session: Session) -> None:
+    try:
+        await session.close()
+    except Exception:
+        _LOGGER.exception("closing a live session failed")
+
+
+class Hub:
+    """Every doorbell's stream, found by stream name or device id."""
+
+    def __init__(self, **stream_options: Any) -> None:
+        self._options = stream_options
+        self._streams: dict[str, Stream] = {}
+
+    def add(self, device_id: str, name: str, connect: Connector) -> Stream:
+        """Register a doorbell."""
+        stream = Stream(device_id, name, connect, **self._options)
+        self._streams[name] = stream
+        return stream
+
+    def get(self, name_or_id: str) -> Stream | None:
+        """The stream with this name or device id."""
+        found = self._streams.get(name_or_id)
+        if found is None:
+            found = next((s for s in self._streams.values() if s.device_id == name_or_id), None)
+        return found
+
+    @property
+    def streams(self) -> list[Stream]:
+        """All streams."""
+        return list(self._streams.values())
+
+    async def close(self) -> None:
+        """Stop every stream; safe to call twice."""
+        await asyncio.gather(*(s.stop() for s in self._streams.values()))
