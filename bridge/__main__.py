@@ -35,7 +35,15 @@ async def cmd_devices(settings: Settings, args: argparse.Namespace) -> int:
         devices = await cloud.client.devices()
     rows = [("NAME", "STREAM", "ID", "MODEL", "FIRMWARE", "ONLINE", "IP")]
     rows += [
-        (d.name, d.slug, d.id, d.model, d.firmware, "yes" if d.online else "no", d.ip_address or "-")
+        (
+            d.name,
+            d.slug,
+            d.id,
+            d.model,
+            d.firmware,
+            "yes" if d.online else "no",
+            d.ip_address or "-",
+        )
         for d in devices
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -85,7 +93,10 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         srv = settings.server
         await web.TCPSite(runner, srv.host, srv.port).start()
         host, port = runner.addresses[0][:2]
-        print(f"skybell-bridge serving {len(devices)} doorbell(s) at http://{host}:{port}/", flush=True)
+        print(
+            f"skybell-bridge serving {len(devices)} doorbell(s) at http://{host}:{port}/",
+            flush=True,
+        )
         if not srv.password and srv.host in ("127.0.0.1", "localhost", "::1"):
             print("no server.password set: listening on this machine only", flush=True)
         try:

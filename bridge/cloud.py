@@ -40,7 +40,9 @@ def _stderr(line: str) -> None:
 
 
 @asynccontextmanager
-async def open_cloud(settings: Settings, notice: Callable[[str], None] = _stderr) -> AsyncIterator[Cloud]:
+async def open_cloud(
+    settings: Settings, notice: Callable[[str], None] = _stderr
+) -> AsyncIterator[Cloud]:
     """Yield a client for the configured cloud, or for an in-process simulator."""
     sb = settings.skybell
     async with aiohttp.ClientSession() as session:
@@ -63,9 +65,13 @@ async def open_cloud(settings: Settings, notice: Callable[[str], None] = _stderr
         await site.start()
         port = runner.addresses[0][1]
         url = f"http://127.0.0.1:{port}"
-        notice(f"No SkyBell credentials configured: using the built-in simulator at {url}{API_PREFIX}")
+        notice(
+            f"No SkyBell credentials configured: using the built-in simulator at {url}{API_PREFIX}"
+        )
         try:
-            client = SkyBellClient(session, base_url=url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY))
+            client = SkyBellClient(
+                session, base_url=url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
+            )
             yield Cloud(client=client, session=session, sim=sim, sim_url=url)
         finally:
             await runner.cleanup()

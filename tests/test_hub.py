@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator
 
@@ -94,7 +95,8 @@ async def test_subscriber_gets_every_frame_decodable() -> None:
     assert decode_all(got) == 40
     assert [p.pts for p in got] == sorted({p.pts for p in got})
     assert stream.codecs == {"video": "h264"}
-    assert stream.sps is not None and stream.pps is not None
+    assert stream.sps is not None
+    assert stream.pps is not None
     await stream.stop()
 
 
@@ -156,7 +158,7 @@ async def test_reconnect_keeps_time_moving_forward() -> None:
     with stream.subscribe("nvr") as sub:
         got = await collect(sub, 60)
     pts = [p.pts for p in got]
-    assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), "timestamps went backwards"
+    assert all(b > a for a, b in itertools.pairwise(pts)), "timestamps went backwards"
     assert sum(p.discontinuity for p in got) == 2
     assert all(p.keyframe for p in got if p.discontinuity)
     assert stream.reconnects >= 3

@@ -135,6 +135,10 @@ def presign_wss(
     signer = _ClockedQueryAuth(credentials, region, expires, now)
     signer.add_auth(request)
     url = str(request.url)
+    signature = url_param(url, "X-Amz-Signature")
+    if signature:
+        # botocore logs the bare signature at debug, where no URL pattern would catch it.
+        register(signature)
     _log.debug("presigned signaling URL for %s", describe_url(url))
     return url
 

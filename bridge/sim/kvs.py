@@ -349,10 +349,7 @@ class SimKvs:
         now = self.clock()
         if self._refuse_until is not None and now < self._refuse_until:
             raise _Refused("connections are being refused (fault switch)")
-        from bridge.sim._sigv4 import verify_presign  # local: keeps this module's import light
-
-        params = verify_presign(request, self._keys, self.region, SERVICE, now)
-        issued = self._keys[params["X-Amz-Credential"].split("/", 1)[0]]
+        params, issued = _verify_presign(request, self._keys, self.region, now)
         arn = params.get("X-Amz-ChannelARN", "")
         channel = self._channels.get(arn)
         if channel is None:
@@ -367,3 +364,201 @@ class SimKvs:
             if full and client_id not in channel.viewers:
                 raise _Refused("viewer limit reached for this channel", status=429)
         return channel, client_id
+
+    async def _join(self, channel: _Channel, conn: _Conn) -> None:
+        if conn.client_id is None:
+            old, channel.master = channel.master, conn
+            channel.master_joined.set()
+        else:
+            old = channel.viewers.get(conn.client_id)
+            channel.viewers[conn.client_id] = conn
+        if old is not None:
+            # KVS keeps one connection per role and client id; the newer one wins.
+            await old.ws.close(code=1000, message=b"replaced by a newer connection")
+        _log.info("signaling: %s joined %s", conn.role, channel.arn)
+        if conn.client_id is None:
+            await self._flush_pending(channel, conn)
+
+    def _leave(self, channel: _Channel, conn: _Conn) -> None:
+        if conn.client_id is None:
+            if channel.master is conn:
+                channel.master = None
+                channel.master_joined.clear()
+        elif channel.viewers.get(conn.client_id) is conn:
+            del channel.viewers[conn.client_id]
+        _log.info("signaling: %s left %s (code %s)", conn.role, channel.arn, conn.ws.close_code)
+
+    async def _flush_pending(self, channel: _Channel, master: _Conn) -> None:
+        now = asyncio.get_running_loop().time()
+        while channel.pending:
+            deadline, frame = channel.pending.popleft()
+            if deadline >= now:
+                await _send(master, frame)
+
+    async def _serve(self, channel: _Channel, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
+        end_of_life = loop.time() + self.max_life_s
+        while True:
+            # Idle means nothing from this client for idle_timeout_s; KVS also ends every
+            # connection after an hour, whatever it is doing.
+            left = end_of_life - loop.time()
+            try:
+                msg = await conn.ws.receive(timeout=max(0.0, min(self.idle_timeout_s, left)))
+            except TimeoutError:
+                why = b"idle timeout" if left > self.idle_timeout_s else b"maximum connection life"
+                await conn.ws.close(code=1000, message=why)
+                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            if msg.type == WSMsgType.ERROR:
+                _log.info("signaling: %s socket error: %r", conn.role, conn.ws.exception())
+                return
+            if msg.type == WSMsgType.TEXT:
+                await self._relay(channel, conn, msg.data)
+            else:
+                await _send(conn, _invalid(None, "binary frames are not accepted"))
+
+    async def _relay(self, channel: _Channel, sender: _Conn, frame: str) -> None:
+        try:
+            action = decode_action(frame)
+        except ValueError as err:
+            await _send(sender, _invalid(_correlation_of(frame), str(err)))
+            return
+        if sender.client_id is not None:
+            await self._viewer_to_master(channel, sender.client_id, sender, action)
+            return
+        recipient = channel.viewers.get(action.recipient_client_id or "")
+        if recipient is None:
+            await _send(sender, _invalid(action.correlation_id, "recipient is not connected"))
+            return
+        await _send(recipient, encode_received(action.action, action.message_payload, None))
+
+    async def _viewer_to_master(
+        self, channel: _Channel, client_id: str, sender: _Conn, action: OutgoingAction
+    ) -> None:
+        # A viewer never names a recipient; any recipientClientId it sends is ignored.
+        relayed = encode_received(action.action, action.message_payload, client_id)
+        if channel.master is not None:
+            await _send(channel.master, relayed)
+        elif self.no_master == "status":
+            await _send(
+                sender,
+                encode_status(action.correlation_id, "NoMasterConnected", "404", "no master"),
+            )
+        else:
+            deadline = asyncio.get_running_loop().time() + self.pending_ttl_s
+            channel.pending.append((deadline, relayed))
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _conns(channel: _Channel) -> list[_Conn]:
+    master = [channel.master] if channel.master is not None else []
+    return master + list(channel.viewers.values())
+
+
+async def _send(conn: _Conn, frame: str) -> None:
+    # A peer that vanished mid-relay is that peer's problem, not the sender's.
+    if conn.ws.closed:
+        return
+    try:
+        await conn.ws.send_str(frame)
+    except ConnectionError:
+        _log.debug("signaling: %s vanished while we sent to it", conn.role)
+
+
+def _abort(conn: _Conn) -> None:
+    transport = conn.request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _invalid(correlation_id: str | None, description: str) -> str:
+    return encode_status(correlation_id, "InvalidArgumentException", "400", description)
+
+
+def _correlation_of(frame: str) -> str | None:
+    try:
+        value = json.loads(frame)
+    except ValueError:
+        return None
+    found = value.get("correlationId") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
+# ---- SigV4 presign verification (an independent re-implementation of what AWS checks) ------
+
+
+def _query_pairs(request: web.Request) -> list[tuple[str, str]]:
+    # The raw query, not aiohttp's parsed one: the signature covers the exact parameters, and
+    # aiohttp's parser would turn "+" into a space.
+    raw = request.raw_path.partition("?")[2]
+    pairs = []
+    for item in raw.split("&"):
+        if item:
+            key, _, value = item.partition("=")
+            pairs.append((unquote(key), unquote(value)))
+    return pairs
+
+
+def _verify_presign(
+    request: web.Request, keys: dict[str, _Issued], region: str, now: datetime
+) -> tuple[dict[str, str], _Issued]:
+    pairs = _query_pairs(request)
+    params = dict(pairs)
+    if len(params) != len(pairs):
+        raise _Refused("repeated query parameter")
+    required = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires")
+    missing = [p for p in (*required, "X-Amz-SignedHeaders", "X-Amz-Signature") if p not in params]
+    if missing:
+        raise _Refused(f"missing {', '.join(missing)}")
+    if params["X-Amz-Algorithm"] != _ALGORITHM:
+        raise _Refused("unsupported algorithm")
+    key_id, _, scope = params["X-Amz-Credential"].partition("/")
+    issued = keys.get(key_id)
+    if issued is None:
+        raise _Refused("unknown access key")
+    stamp = params["X-Amz-Date"]
+    if scope != f"{stamp[:8]}/{region}/{SERVICE}/aws4_request":
+        raise _Refused("credential scope does not match date, region or service")
+    try:
+        signed_at = datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC)
+        expires = int(params["X-Amz-Expires"])
+    except ValueError:
+        raise _Refused("malformed X-Amz-Date or X-Amz-Expires") from None
+    if not 1 <= expires <= _MAX_EXPIRES:
+        raise _Refused(f"X-Amz-Expires {expires} is over-long (max {_MAX_EXPIRES})")
+    if now > signed_at + timedelta(seconds=expires):
+        raise _Refused("signature expired")
+    if signed_at > now + _MAX_SKEW:
+        raise _Refused("signature is dated in the future")
+    if now >= issued.expiration:
+        raise _Refused("temporary credentials expired")
+    if params.get("X-Amz-Security-Token") != issued.token:
+        raise _Refused("security token is missing or invalid")
+    if params["X-Amz-SignedHeaders"] != "host":
+        raise _Refused("only the host header may be signed")
+    expected = _signature(request, pairs, issued.secret, stamp, scope)
+    if not hmac.compare_digest(expected, params["X-Amz-Signature"]):
+        raise _Refused("signature does not match")
+    return params, issued
+
+
+def _signature(
+    request: web.Request, pairs: list[tuple[str, str]], secret: str, stamp: str, scope: str
+) -> str:
+    def enc(text: str) -> str:
+        return quote(text, safe="-_.~")
+
+    query = "&".join(
+        f"{k}={v}" for k, v in sorted((enc(k), enc(v)) for k, v in pairs if k != "X-Amz-Signature")
+    )
+    path = quote(unquote(request.raw_path.partition("?")[0]) or "/", safe="/~")
+    host = request.headers.get("Host", "").lower()
+    canonical = f"GET\n{path}\n{query}\nhost:{host}\n\nhost\n{_EMPTY_SHA256}"
+    to_sign = f"{_ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = f"AWS4{secret}".encode()
+    for part in scope.split("/")[:4]:
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
