@@ -45,6 +45,8 @@ class Timeline:
     def __init__(self) -> None:
         self._tracks: dict[MediaKind, _Track] = {}
         self._new_session: set[MediaKind] = set()
+        # Wall-clock origin shared by every kind, so audio that starts after video starts later.
+        self._origin: float | None = None
 
     def new_session(self) -> None:
         """The next packets come from a fresh peer connection."""
@@ -68,7 +70,10 @@ class Timeline:
         discontinuity = False
         if fresh:
             if track.last_out is None:
-                track.offset = -track.unwrapped
+                if self._origin is None:
+                    self._origin = packet.arrival
+                lead = round((packet.arrival - self._origin) * packet.clock_rate)
+                track.offset = max(lead, 0) - track.unwrapped
             else:
                 gap = round((packet.arrival - track.last_arrival) * packet.clock_rate)
                 track.offset = track.last_out + max(gap, track.step) - track.unwrapped
