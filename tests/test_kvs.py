@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bridge.kvs import (
     MAX_PAYLOAD_B64,
@@ -27,7 +28,9 @@ from bridge.kvs import (
     SdpAnswer,
     SignalingAuthError,
     SignalingClosed,
+    SignalingError,
     SignalingStatusError,
+    SignalingTimeout,
     StatusResponse,
     choose_signed_url,
     is_fresh,
@@ -229,6 +232,31 @@ async def test_live_call_fields_signed_wss_connects(env: Env) -> None:
     viewer = KvsViewer(env.session)
     await viewer.connect(fields["signedWSS"])
     await viewer.close()
+
+
+async def test_handshake_timeout_and_unreachable_are_transient(aiohttp_server: Any) -> None:
+    never = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.Response:
+        await never.wait()  # a service that accepts TCP and never answers the upgrade
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/kvs", stall)
+    server = await aiohttp_server(app)
+    url = presign_wss(
+        str(server.make_url("/kvs")).replace("http", "ws", 1), "arn", "v", "us-east-1",
+        "AKID", "secret-key", None,
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(SignalingTimeout) as caught:
+            await KvsViewer(session, handshake_timeout=0.05).connect(url)
+        assert caught.value.transient
+        await server.close()
+        with pytest.raises(SignalingError) as refused:
+            await KvsViewer(session).connect(url)
+        assert refused.value.transient
+        assert not isinstance(refused.value, SignalingAuthError)
 
 
 # ---- relay ----------------------------------------------------------------------------------

@@ -176,9 +176,9 @@ class KvsViewer:
                 "signaling socket closed while sending", path=self._target
             ) from err
 
-    # The timeout parameters (ASYNC109) are deliberate: expiry must surface as the bridge's
-    # SignalingTimeout, and a caller's own asyncio.timeout would raise a bare TimeoutError.
-    async def next_event(self, timeout: float | None = None) -> ViewerEvent:  # noqa: ASYNC109
+    # Timeouts are parameters so that expiry surfaces as the bridge's SignalingTimeout; a
+    # caller's own asyncio.timeout would raise a bare TimeoutError instead.
+    async def next_event(self, timeout: float | None = None) -> ViewerEvent:
         """The next event; after the socket is gone, ``Closed`` again and again."""
         try:
             async with asyncio.timeout(timeout):
@@ -202,7 +202,7 @@ class KvsViewer:
             if isinstance(event, Closed):
                 return
 
-    async def wait_answer(self, timeout: float = 10.0) -> Answer:  # noqa: ASYNC109
+    async def wait_answer(self, timeout: float = 10.0) -> Answer:
         """Wait for SDP_ANSWER, collecting candidates trickled before it and already queued after.
 
         Later candidates keep arriving through ``next_event``. An error STATUS_RESPONSE, GO_AWAY,

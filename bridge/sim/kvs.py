@@ -1,8 +1,9 @@
 """A simulated KVS WebRTC signaling service: a real aiohttp WebSocket endpoint on 127.0.0.1.
 
-It checks the SigV4 presign the way AWS does (``_sigv4``-style recomputation, written here
-independently of botocore so that the bridge's presigning is really tested), tells masters from
-viewers by ``X-Amz-ClientId``, and relays messages between them in the receive format.
+It checks the SigV4 presign the way AWS does, recomputing the signature with code written here
+independently of botocore (so the bridge's presigning is really tested, not compared with
+itself), tells masters from viewers by ``X-Amz-ClientId``, and relays messages between them in
+the receive format. The pending TTL (10 s) and the 429 for an eleventh viewer are guesses [U].
 
 Embedding::
 
@@ -244,6 +245,8 @@ class SimKvs:
             now=self.clock(),
         )
         if bare_signed_wss:
+            # Dropping the (empty, signed) parameter also breaks the signature; the real bare
+            # URL is unusable too, so the bridge must never try it.
             signed = signed.replace("X-Amz-ChannelARN=&", "", 1)
         return {
             "endpoints": [
@@ -297,10 +300,7 @@ class SimKvs:
         frames = list(frames)
         for conn in viewers:
             for frame in frames:
-                if isinstance(frame, bytes):
-                    await conn.ws.send_bytes(frame)
-                else:
-                    await _send(conn, frame)
+                await _send(conn, frame)
         return len(viewers)
 
     def drop_viewer(self, channel_arn: str, client_id: str) -> bool:
@@ -458,12 +458,15 @@ def _conns(channel: _Channel) -> list[_Conn]:
     return master + list(channel.viewers.values())
 
 
-async def _send(conn: _Conn, frame: str) -> None:
+async def _send(conn: _Conn, frame: str | bytes) -> None:
     # A peer that vanished mid-relay is that peer's problem, not the sender's.
     if conn.ws.closed:
         return
     try:
-        await conn.ws.send_str(frame)
+        if isinstance(frame, bytes):
+            await conn.ws.send_bytes(frame)
+        else:
+            await conn.ws.send_str(frame)
     except ConnectionError:
         _log.debug("signaling: %s vanished while we sent to it", conn.role)
 
