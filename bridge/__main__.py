@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from bridge.cloud import open_cloud
 from bridge.config import ENV_CONFIG, Settings, load_settings
 from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
 from bridge.logs import setup_logging
-from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, DEFAULT_EMAIL, DEFAULT_PASSWORD, SimCloud
+from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, DEFAULT_EMAIL, DEFAULT_PASSWORD
+from bridge.sim.world import SimWorld
 from bridge.skybell import find_device
 
 _LOGGER = logging.getLogger("bridge")
@@ -63,21 +65,73 @@ async def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
+    """Record a live session to MP4 by remuxing, and report how it went."""
+    from bridge.media.hub import Hub
+    from bridge.media.live import LiveSession, open_live_session
+    from bridge.media.mp4 import Mp4Writer
+
+    async with open_cloud(settings) as cloud:
+        device = find_device(await cloud.client.devices(), args.device)
+        sessions: list[LiveSession] = []
+
+        async def connect() -> LiveSession:
+            session = await open_live_session(cloud.client, cloud.session, device.id)
+            sessions.append(session)
+            return session
+
+        hub = Hub(idle_timeout=1.0)
+        stream = hub.add(device.id, device.slug, connect)
+        writer = Mp4Writer(args.output)
+        started = time.monotonic()
+        first_key: float | None = None
+        try:
+            with stream.subscribe("cli") as sub:
+                deadline = started + args.duration + args.timeout
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if first_key is not None and time.monotonic() - first_key >= args.duration:
+                        break
+                    if remaining <= 0:
+                        raise BridgeError(
+                            f"no live video from {device.name} within {args.timeout:g} s"
+                        )
+                    try:
+                        packet = await asyncio.wait_for(sub.get(), remaining)
+                    except TimeoutError:
+                        continue
+                    if first_key is None and packet.kind == "video":
+                        first_key = time.monotonic()
+                    # Muxing one packet is tens of microseconds: fine on the loop.
+                    writer.write(packet)
+        finally:
+            writer.close()
+            await hub.close()
+    assert first_key is not None
+    ttff = first_key - (sessions[0].call_at if sessions else started)
+    seconds = max(writer.duration, 1e-6)
+    print(
+        f"saved {args.output}: {writer.frames} frames in {seconds:.1f} s ({writer.frames / seconds:.1f} fps)"
+    )
+    print(f"time to first frame: {ttff:.3f} s after the live-call response")
+    print(f"video: {writer.video_codec} {writer.width}x{writer.height} (copied, not re-encoded)")
+    print(f"audio: {writer.audio_codec or 'none'}")
+    print(f"reconnects: {stream.reconnects}")
+    return 0
+
+
 async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     """Run the simulated SkyBell cloud until interrupted."""
-    sim = SimCloud()
-    runner = web.AppRunner(sim.app())
-    await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
-    host, port = runner.addresses[0][:2]
-    print(f"simulated SkyBell cloud at http://{host}:{port}{API_PREFIX}", flush=True)
+    sim = SimWorld()
+    base = await sim.start(args.host, args.port)
+    print(f"simulated SkyBell cloud at {base}{API_PREFIX}", flush=True)
     print(f"  API key: {DEFAULT_API_KEY}", flush=True)
     print(f"  or login: {DEFAULT_EMAIL} / {DEFAULT_PASSWORD}", flush=True)
-    print(f"  fault switches: http://{host}:{port}/_sim/faults", flush=True)
+    print(f"  fault switches: {base}/_sim/faults", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        await sim.close()
     return 0
 
 
@@ -124,7 +178,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the JPEG")
     p.set_defaults(func=cmd_snapshot)
 
-    p = sub.add_parser("sim", help="run the simulated SkyBell cloud")
+    p = sub.add_parser("live", help="record a live session to MP4 (no re-encode)")
+    p.add_argument("device", metavar="DEVICE", help="device name, stream name or id")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to record (default 10)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for video")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.mp4")
+    p.set_defaults(func=cmd_live)
+
+    p = sub.add_parser("sim", help="run the simulated SkyBell cloud, signaling and doorbells")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_sim)

@@ -13,11 +13,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import web
 
 from bridge.config import Settings
 from bridge.redact import Secret
-from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, SimCloud
+from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
+from bridge.sim.world import SimWorld
 from bridge.skybell import SkyBellClient
 
 __all__ = ["Cloud", "open_cloud"]
@@ -31,8 +31,7 @@ class Cloud:
 
     client: SkyBellClient
     session: aiohttp.ClientSession
-    sim: SimCloud | None = None
-    sim_url: str | None = None
+    sim: SimWorld | None = None
 
 
 def _stderr(line: str) -> None:
@@ -58,13 +57,12 @@ async def open_cloud(
             )
             yield Cloud(client=client, session=session)
             return
-        sim = SimCloud()
-        runner = web.AppRunner(sim.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}"
+        sim = SimWorld()
+        # The simulator's own chatter is not news for someone using the bridge.
+        sim_log = logging.getLogger("bridge.sim")
+        if sim_log.getEffectiveLevel() > logging.DEBUG:
+            sim_log.setLevel(logging.WARNING)
+        url = await sim.start()
         notice(
             f"No SkyBell credentials configured: using the built-in simulator at {url}{API_PREFIX}"
         )
@@ -72,6 +70,6 @@ async def open_cloud(
             client = SkyBellClient(
                 session, base_url=url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
             )
-            yield Cloud(client=client, session=session, sim=sim, sim_url=url)
+            yield Cloud(client=client, session=session, sim=sim)
         finally:
-            await runner.cleanup()
+            await sim.close()

@@ -141,9 +141,20 @@ class VideoAssembler:
         frames: list[AssembledFrame] = []
         while True:
             self._release_ready(frames, now)
-            if not self._gap_expired(now):
+            if self._gap_since is None:
                 break
-            self._write_off_gap()
+            if self._gap_expired(now):
+                self._write_off_gap()
+                continue
+            keyframe_at = self._buffered_keyframe()
+            if keyframe_at is None:
+                break
+            # A complete keyframe is already here: waiting for a retransmission of something
+            # older only adds latency, since the keyframe resets the decoder anyway.
+            self.stats.frames_lost += 1
+            self._discard_below(keyframe_at)
+            self._next = keyframe_at
+            self._gap_since = None
         return self._take_pli(now), frames
 
     # -- internals -------------------------------------------------------------------------
@@ -198,6 +209,38 @@ class VideoAssembler:
                 return s
             s += 1
 
+    def _buffered_keyframe(self) -> int | None:
+        """First sequence number of a complete, usable keyframe stored past the open gap."""
+        origin = self._next if self._next is not None else self._floor
+        for s in sorted(k for k in self._packets if k > origin):
+            pkt = self._packets[s]
+            prev = self._packets.get(s - 1)
+            if prev is not None:
+                if not (prev.marker or prev.timestamp != pkt.timestamp):
+                    continue
+                confirmed = True
+            elif pkt.data.startswith(_START_CODE):
+                confirmed = False
+            else:
+                continue
+            chunks = []
+            end = s
+            while True:
+                cur = self._packets.get(end)
+                if cur is None or cur.timestamp != pkt.timestamp:
+                    break
+                chunks.append(cur.data)
+                if cur.marker and self._release_on_marker:
+                    break
+                end += 1
+            if self._packets.get(end) is None:
+                continue  # incomplete
+            nal_types = h264_nal_types(b"".join(chunks))
+            in_band = NAL_SPS in nal_types and NAL_PPS in nal_types
+            if NAL_IDR in nal_types and (in_band or (confirmed and self._have_parameter_sets)):
+                return s
+        return None
+
     def _note_gap_if_behind(self, missing: int, now: float) -> None:
         # A missing packet is a gap only once something newer has arrived; otherwise we are
         # simply waiting for the rest of the frame.
@@ -236,6 +279,8 @@ class VideoAssembler:
         self, packets: list[_Packet], confirmed: bool, out: list[AssembledFrame], now: float
     ) -> None:
         data = b"".join(p.data for p in packets)
+        if not data:
+            return  # padding-only packets (bandwidth probes) carry no picture
         nal_types = h264_nal_types(data)
         keyframe = NAL_IDR in nal_types
         in_band = NAL_SPS in nal_types and NAL_PPS in nal_types

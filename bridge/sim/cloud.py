@@ -197,6 +197,7 @@ class SimCloud:
         self.activities: list[dict[str, Any]] = []
         self.triggers: dict[str, dict[str, Any]] = {}
         self.live_provider: LiveProvider | None = None
+        self.on_live_stop: Callable[[SimDevice], Awaitable[None]] | None = None
         self.live_sessions: dict[str, int] = {}  # device id -> live calls started and not stopped
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request, for tests
         self._id_tokens: dict[str, float] = {}  # IdToken -> expiry
@@ -275,9 +276,9 @@ class SimCloud:
     async def _faults_mw(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if not request.path.startswith(API_PREFIX):
+            return await handler(request)  # control routes and mounted services (KVS)
         self.calls.append((request.method, request.path))
-        if request.path.startswith("/_sim/"):
-            return await handler(request)
         if self.faults.delay:
             await asyncio.sleep(self.faults.delay)
         if self.faults.server_errors > 0:
@@ -295,7 +296,7 @@ class SimCloud:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         public = {API_PREFIX + "/health", API_PREFIX + "/login/", API_PREFIX + "/token/"}
-        if request.path in public or request.path.startswith("/_sim/"):
+        if request.path in public or not request.path.startswith(API_PREFIX):
             return await handler(request)
         key = request.headers.get("x-skybell-user-api-key")
         if key is not None:
@@ -440,6 +441,8 @@ class SimCloud:
         if isinstance(found, web.Response):
             return found
         self.live_sessions[found.id] = 0
+        if self.on_live_stop is not None:
+            await self.on_live_stop(found)
         return web.json_response({"error": False, "message": "Ended stream", "data": False})
 
     # -- activities ----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from bridge.skybell.client import SkyBellClient
 from bridge.skybell.models import (
     Activity,
-    AwsCredentials,
     Device,
     IceServer,
     LiveCall,
@@ -16,7 +15,6 @@ from bridge.skybell.models import (
 
 __all__ = [
     "Activity",
-    "AwsCredentials",
     "Device",
     "IceServer",
     "LiveCall",

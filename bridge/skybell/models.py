@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.errors import BadResponse, UnknownDevice
+from bridge.kvs.presign import KvsCredentials
 from bridge.redact import Secret
 
 __all__ = [
     "Activity",
-    "AwsCredentials",
     "Device",
     "IceServer",
     "LiveCall",
@@ -234,16 +234,6 @@ class IceServer:
 
 
 @dataclass(frozen=True)
-class AwsCredentials:
-    """Temporary AWS credentials for the KVS channel."""
-
-    access_key_id: str
-    secret_access_key: Secret
-    session_token: Secret | None
-    expiration: datetime | None
-
-
-@dataclass(frozen=True)
 class LiveCall:
     """What the cloud returns when asked for a live stream: the way into the KVS channel."""
 
@@ -252,7 +242,7 @@ class LiveCall:
     https_endpoint: str | None
     wss_endpoint: str
     channel_arn: str
-    credentials: AwsCredentials
+    credentials: KvsCredentials
     region: str
     signed_wss: Secret | None
     client_id: str
@@ -269,7 +259,10 @@ class LiveCall:
         }
         if "WSS" not in endpoints:
             raise BadResponse("live call response has no WSS endpoint")
-        creds = _need(data, "credentials", "live call")
+        try:
+            creds = KvsCredentials.from_cloud(_need(data, "credentials", "live call"))
+        except (ValueError, TypeError) as err:
+            raise BadResponse(f"live call credentials are unusable: {err}") from None
         ice = []
         for entry in data.get("ice") or []:
             urls = entry.get("urls")
@@ -281,19 +274,13 @@ class LiveCall:
                 )
             )
         channel_arn = str(_need(data, "channelARN", "live call"))
-        token = creds.get("SessionToken")
         return cls(
             device_id=device_id,
             ice_servers=tuple(ice),
             https_endpoint=endpoints.get("HTTPS"),
             wss_endpoint=endpoints["WSS"],
             channel_arn=channel_arn,
-            credentials=AwsCredentials(
-                access_key_id=str(_need(creds, "AccessKeyId", "live call credentials")),
-                secret_access_key=Secret(str(_need(creds, "SecretAccessKey", "credentials"))),
-                session_token=Secret(str(token)) if token else None,
-                expiration=_parse_time(creds.get("Expiration")),
-            ),
+            credentials=creds,
             region=str(data.get("aws_region") or _region_from_arn(channel_arn)),
             signed_wss=Secret(data["signedWSS"]) if data.get("signedWSS") else None,
             client_id=_client_id(data.get("signed") or [], channel_arn),

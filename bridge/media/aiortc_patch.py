@@ -1,0 +1,429 @@
+"""Every use of aiortc and aioice internals, kept in this one module on purpose.
+
+aiortc 1.16 has no public API for what the bridge needs, so this module reaches in, and
+:func:`check_compat` asserts that each internal still has the shape we rely on. It is the
+canary of an aiortc upgrade (pyproject pins aiortc to a minor for the same reason).
+
+What it provides:
+
+* H.264 Main and High profiles next to aiortc's Baseline ones, so a camera that offers or
+  answers only Main/High negotiates.
+* Passthrough receive: a receiver marked with :func:`enable_passthrough` delivers
+  :class:`~bridge.media.packet.MediaPacket` objects from ``track.recv()`` instead of decoded
+  frames. The receiver's jitter buffer is swapped for our assembler (marker release, gap
+  detection, PLI, drop-until-keyframe) and ``rtcrtpreceiver.get_decoder`` is replaced by a
+  dispatcher that passes our frames through untouched and decodes anything else as before, so
+  peers that are not marked (the simulated doorbell, tests) keep normal decoding. NACK, RTX and
+  RTCP stay aiortc's: we only replace what happens after depayloading.
+* Loopback-only host candidates and a shorter STUN/TURN gathering timeout (aioice).
+* Two hooks for the simulated doorbell: an RTP send filter (packet loss) and a keyframe-request
+  callback on a sender (aiortc ignores PLI for pre-encoded ``av.Packet`` tracks).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import types
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aioice.ice
+import aiortc
+import aiortc.codecs
+import aiortc.rtcrtpreceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
+
+from .assembler import AssembledFrame, AssemblerStats, AudioAssembler, VideoAssembler
+from .packet import MediaPacket
+
+__all__ = [
+    "H264_PROFILE_LEVEL_IDS",
+    "PassthroughHandle",
+    "check_compat",
+    "current_gather_timeout",
+    "enable_passthrough",
+    "install",
+    "install_rtp_send_filter",
+    "request_keyframe",
+    "restrict_host_candidates",
+    "set_gather_timeout",
+    "watch_keyframe_requests",
+]
+
+logger = logging.getLogger(__name__)
+
+# profile-level-id per profile, level 3.1 like aiortc's own entries. Negotiation compares
+# only the profile (aiortc's is_codec_compatible ignores the level), so 3.1 matches a camera
+# that says 4d0028 as well.
+H264_PROFILE_LEVEL_IDS: dict[str, tuple[str, ...]] = {
+    "baseline": ("42001f", "42e01f"),
+    "main": ("4d001f",),
+    "high": ("64001f",),
+}
+_EXTRA_PROFILES = ("4d001f", "64001f")
+
+# Default aioice waits 5 s for STUN/TURN answers before the SDP can exist. 2 s still covers
+# TURN over TLS (TCP + TLS + two allocate round trips) at 300 ms RTT; webrtc_source caches
+# servers that time out so the price is paid once, not on every start.
+DEFAULT_GATHER_TIMEOUT = 2.0
+
+_state: dict[str, Any] = {
+    "installed": False,
+    "host_addresses": None,
+    "gather_timeout": DEFAULT_GATHER_TIMEOUT,
+}
+# Typed Any: we read and replace module globals that aiortc does not export.
+_receiver_module: Any = aiortc.rtcrtpreceiver
+_original_get_decoder = _receiver_module.get_decoder
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+# Private attribute names, spelled out once (Python name mangling).
+_RX_JITTER = "_RTCRtpReceiver__jitter_buffer"
+_RX_KIND = "_RTCRtpReceiver__kind"
+_HANDLE_ATTR = "_bridge_passthrough"
+_FILTERS_ATTR = "_bridge_send_filters"
+_KEYFRAME_HOOK_ATTR = "_bridge_keyframe_hook"
+
+
+# -- compatibility canary ----------------------------------------------------------------------
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise RuntimeError(
+            f"aiortc {aiortc.__version__} / aioice: {what} is missing or changed shape; "
+            "bridge/media/aiortc_patch.py must be updated for this version"
+        )
+
+
+def _names(func: object) -> tuple[str, ...]:
+    """Global and attribute names a function uses, including nested comprehensions/lambdas."""
+    code = getattr(func, "__code__", func)
+    if not isinstance(code, types.CodeType):
+        return ()
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(_names(const))
+    return tuple(names)
+
+
+def _params(func: object) -> tuple[str, ...]:
+    code = getattr(func, "__code__", None)
+    return tuple(code.co_varnames[: code.co_argcount]) if code is not None else ()
+
+
+def check_compat() -> None:
+    """Assert every aiortc/aioice internal used here still exists with the expected shape."""
+    rx = aiortc.rtcrtpreceiver
+    codecs = getattr(aiortc.codecs, "CODECS", None)
+    _require(isinstance(codecs, dict) and isinstance(codecs.get("video"), list), "codecs.CODECS")
+    _require(callable(getattr(rx, "get_decoder", None)), "rtcrtpreceiver.get_decoder")
+    # The decoder thread must look get_decoder up as a module global, or replacing it is moot.
+    _require(
+        "get_decoder" in _names(getattr(rx, "decoder_worker", None)),
+        "rtcrtpreceiver.decoder_worker calling the module-global get_decoder",
+    )
+    handle_rtp = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
+    _require(
+        {_RX_JITTER, "add", "_data", "_send_rtcp_pli"} <= set(_names(handle_rtp)),
+        "RTCRtpReceiver._handle_rtp_packet (jitter buffer add / _data / PLI)",
+    )
+    _require(
+        {_RX_JITTER, _RX_KIND} <= set(_names(RTCRtpReceiver.__init__)),
+        "RTCRtpReceiver.__init__ jitter buffer and kind attributes",
+    )
+    _require(
+        _params(getattr(RTCRtpReceiver, "_send_rtcp_pli", None)) == ("self", "media_ssrc"),
+        "RTCRtpReceiver._send_rtcp_pli(media_ssrc)",
+    )
+    _require(
+        "pack" in _names(getattr(RTCRtpSender, "_next_encoded_frame", None)),
+        "RTCRtpSender._next_encoded_frame packing pre-encoded av.Packet",
+    )
+    _require(
+        callable(getattr(RTCRtpSender, "_handle_rtcp_packet", None)),
+        "RTCRtpSender._handle_rtcp_packet",
+    )
+    _require(
+        {"_ssrc", "_rtx_ssrc"} <= set(_names(RTCRtpSender.__init__)),
+        "RTCRtpSender._ssrc/_rtx_ssrc",
+    )
+    _require(callable(getattr(RTCDtlsTransport, "_send_rtp", None)), "RTCDtlsTransport._send_rtp")
+    _require(callable(getattr(aioice.ice, "get_host_addresses", None)), "ice.get_host_addresses")
+    gather = getattr(aioice.ice.Connection, "gather_candidates", None)
+    _require(
+        {"get_host_addresses", "get_component_candidates"} <= set(_names(gather)),
+        "aioice Connection.gather_candidates",
+    )
+    _require(
+        "timeout" in _params(_original_get_component_candidates),
+        "aioice Connection.get_component_candidates(timeout=)",
+    )
+
+
+# -- codecs --------------------------------------------------------------------------------------
+
+
+def _register_h264_profiles() -> None:
+    video: list[RTCRtpCodecParameters] = aiortc.codecs.CODECS["video"]
+    present = {str(c.parameters.get("profile-level-id", "")) for c in video}
+    used = {c.payloadType for c in video} | {c.payloadType for c in aiortc.codecs.CODECS["audio"]}
+    for profile_level_id in _EXTRA_PROFILES:
+        if profile_level_id in present:
+            continue
+        pt = next(p for p in range(97, 128) if p not in used and p + 1 not in used)
+        used |= {pt, pt + 1}
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/H264",
+                clockRate=90000,
+                payloadType=pt,
+                rtcpFeedback=[
+                    RTCRtcpFeedback(type="nack"),
+                    RTCRtcpFeedback(type="nack", parameter="pli"),
+                    RTCRtcpFeedback(type="goog-remb"),
+                ],
+                parameters={
+                    "level-asymmetry-allowed": "1",
+                    "packetization-mode": "1",
+                    "profile-level-id": profile_level_id,
+                },
+            )
+        )
+        # aiortc pairs every video codec with an RTX entry; filter_preferred_codecs looks it
+        # up by apt, so NACK retransmissions work for these profiles too.
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/rtx", clockRate=90000, payloadType=pt + 1, parameters={"apt": pt}
+            )
+        )
+
+
+# -- passthrough receive -------------------------------------------------------------------------
+
+
+class _PassthroughBatch:
+    """What our jitter-buffer stand-in hands the receiver: zero or more complete frames.
+
+    The receiver overwrites ``timestamp`` with its own mapping; we keep our own pts.
+    """
+
+    __slots__ = ("frames", "timestamp")
+
+    def __init__(self, frames: list[AssembledFrame]) -> None:
+        self.frames = frames
+        self.timestamp = 0
+
+
+@dataclass(slots=True)
+class PassthroughHandle:
+    """Per-receiver passthrough state: the assembler's counters and the remote SSRC."""
+
+    kind: str
+    stats: AssemblerStats
+    media_ssrc: int | None = None
+
+
+class _AssemblerSlot:
+    """Sits in ``RTCRtpReceiver.__jitter_buffer``; aiortc only ever calls ``add``."""
+
+    def __init__(self, assembler: VideoAssembler | AudioAssembler, handle: PassthroughHandle):
+        self._assembler = assembler
+        self._handle = handle
+
+    def add(self, packet: RtpPacket) -> tuple[bool, _PassthroughBatch | None]:
+        self._handle.media_ssrc = packet.ssrc
+        # The receiver stores the depayloaded bytes (Annex-B for H.264) in packet._data.
+        data: bytes = getattr(packet, "_data", b"")
+        pli, frames = self._assembler.push(
+            packet.sequence_number, packet.timestamp, bool(packet.marker), data
+        )
+        return pli, (_PassthroughBatch(frames) if frames else None)
+
+
+class _DispatchDecoder:
+    """Returns MediaPackets for our batches; decodes everything else with aiortc's decoder."""
+
+    def __init__(self, codec: RTCRtpCodecParameters) -> None:
+        self._codec = codec
+        self._kind = "video" if codec.mimeType.lower().startswith("video/") else "audio"
+        self._name = codec.name.lower()
+        self._fallback: Any = None
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        if isinstance(encoded_frame, _PassthroughBatch):
+            return [
+                MediaPacket(
+                    kind="video" if self._kind == "video" else "audio",
+                    codec=self._name,
+                    data=f.data,
+                    pts=f.pts,
+                    clock_rate=self._codec.clockRate,
+                    keyframe=f.keyframe,
+                    arrival=f.arrival,
+                )
+                for f in encoded_frame.frames
+            ]
+        if self._fallback is None:
+            self._fallback = _original_get_decoder(self._codec)
+        return cast(list[Any], self._fallback.decode(encoded_frame))
+
+
+def _get_decoder(codec: RTCRtpCodecParameters) -> _DispatchDecoder:
+    return _DispatchDecoder(codec)
+
+
+def enable_passthrough(
+    receiver: RTCRtpReceiver, *, release_on_marker: bool = True, max_wait: float = 0.25
+) -> PassthroughHandle:
+    """Make ``receiver`` deliver MediaPackets (no decoding); call before negotiation.
+
+    ``release_on_marker=False`` reproduces aiortc's release-on-next-frame timing (benchmarks).
+    """
+    install()
+    existing = getattr(receiver, _HANDLE_ATTR, None)
+    if isinstance(existing, PassthroughHandle):
+        return existing
+    kind = str(getattr(receiver, _RX_KIND))
+    assembler: VideoAssembler | AudioAssembler
+    if kind == "video":
+        assembler = VideoAssembler(release_on_marker=release_on_marker, max_wait=max_wait)
+    else:
+        assembler = AudioAssembler()
+    handle = PassthroughHandle(kind=kind, stats=assembler.stats)
+    setattr(receiver, _RX_JITTER, _AssemblerSlot(assembler, handle))
+    setattr(receiver, _HANDLE_ATTR, handle)
+    return handle
+
+
+async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
+    """Send a PLI for the stream ``receiver`` gets; False if no packet has arrived yet."""
+    handle = getattr(receiver, _HANDLE_ATTR, None)
+    if not isinstance(handle, PassthroughHandle) or handle.media_ssrc is None:
+        return False
+    await receiver._send_rtcp_pli(handle.media_ssrc)
+    return True
+
+
+# -- ICE -----------------------------------------------------------------------------------------
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    allowed: list[str] | None = _state["host_addresses"]
+    if allowed is None:
+        return _original_get_host_addresses(use_ipv4, use_ipv6)
+    # aioice itself skips 127.0.0.1; an explicit list is taken as is, filtered by family.
+    return [
+        a
+        for a in allowed
+        if (use_ipv4 and ":" not in a) or (use_ipv6 and ":" in a and socket.has_ipv6)
+    ]
+
+
+def restrict_host_candidates(addresses: list[str] | None) -> None:
+    """Gather host candidates only on ``addresses`` (e.g. ["127.0.0.1"]); None restores.
+
+    Process-wide: aioice has no per-connection hook for this.
+    """
+    install()
+    _state["host_addresses"] = list(addresses) if addresses is not None else None
+
+
+async def _get_component_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: float | None = None
+) -> list[aioice.Candidate]:
+    limit = _state["gather_timeout"] if timeout is None else timeout
+    original = cast(
+        Callable[..., Coroutine[Any, Any, list[aioice.Candidate]]],
+        _original_get_component_candidates,
+    )
+    return await original(self, component=component, addresses=addresses, timeout=limit)
+
+
+def current_gather_timeout() -> float:
+    """The STUN/TURN gathering timeout in force, in seconds."""
+    return float(_state["gather_timeout"])
+
+
+def set_gather_timeout(seconds: float) -> None:
+    """Cap how long gathering waits for STUN/TURN answers (aioice's default is 5 s)."""
+    install()
+    _state["gather_timeout"] = float(seconds)
+
+
+# -- hooks for the simulated doorbell ------------------------------------------------------------
+
+SendFilter = Callable[[int, bool], bool]
+"""drop(sequence_number, is_rtx_retransmission) -> True to drop the RTP packet."""
+
+
+def install_rtp_send_filter(sender: RTCRtpSender, drop: SendFilter) -> None:
+    """Let ``drop`` discard outgoing RTP packets of ``sender`` (call after negotiation).
+
+    The hook sits on the sender's DTLS transport, before SRTP, and sees plaintext RTP of every
+    stream on it; packets of other SSRCs and all RTCP pass untouched.
+    """
+    transport = sender.transport
+    filters: dict[int, tuple[SendFilter, bool]] | None = getattr(transport, _FILTERS_ATTR, None)
+    if filters is None:
+        filters = {}
+        original = transport._send_rtp
+
+        async def send_rtp(data: bytes) -> None:
+            # RFC 5761 demux: RTCP packet types 192-223 share the second byte with RTP's PT.
+            if len(data) >= 12 and not 192 <= data[1] <= 223:
+                entry = filters.get(int.from_bytes(data[8:12], "big"))
+                if entry is not None:
+                    seq = int.from_bytes(data[2:4], "big")
+                    if entry[0](seq, entry[1]):
+                        return
+            await original(data)
+
+        setattr(transport, "_send_rtp", send_rtp)  # noqa: B010 - instance override on purpose
+        setattr(transport, _FILTERS_ATTR, filters)
+    filters[sender._ssrc] = (drop, False)
+    filters[sender._rtx_ssrc] = (drop, True)
+
+
+def watch_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback`` whenever the remote peer sends PLI or FIR for ``sender``.
+
+    aiortc only honours PLI when it encodes frames itself; a track of pre-encoded av.Packets
+    never hears about it, so the simulated doorbell forces its keyframes through this.
+    """
+    if getattr(sender, _KEYFRAME_HOOK_ATTR, None) is not None:
+        setattr(sender, _KEYFRAME_HOOK_ATTR, callback)
+        return
+    setattr(sender, _KEYFRAME_HOOK_ATTR, callback)
+    original = sender._handle_rtcp_packet
+
+    async def handle_rtcp(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            hook: Callable[[], None] = getattr(sender, _KEYFRAME_HOOK_ATTR)
+            hook()
+        await original(packet)
+
+    setattr(sender, "_handle_rtcp_packet", handle_rtcp)  # noqa: B010
+
+
+# -- installation --------------------------------------------------------------------------------
+
+
+def install() -> None:
+    """Check compatibility and apply the process-wide patches; safe to call repeatedly."""
+    if _state["installed"]:
+        return
+    check_compat()
+    _register_h264_profiles()
+    _receiver_module.get_decoder = _get_decoder
+    aioice.ice.get_host_addresses = _get_host_addresses
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+    _state["installed"] = True
+    logger.debug("aiortc %s patched for passthrough", aiortc.__version__)

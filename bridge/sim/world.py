@@ -1,0 +1,183 @@
+"""The whole simulated world on one aiohttp server: SkyBell cloud, KVS signaling, doorbells.
+
+When the bridge starts a live call, the simulated doorbell connects to its KVS channel as master
+(as a real one does when the cloud wakes it) and answers each viewer's offer with a fresh aiortc
+peer streaming H.264 from a picture with a burned-in clock. Ending the live call closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import secrets
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bridge.media import aiortc_patch
+from bridge.sim.cloud import SimCloud, SimDevice
+from bridge.sim.doorbell import SimDoorbellPeer, SimMediaSettings
+from bridge.sim.kvs import SimKvs
+from bridge.sim.kvs_master import SimKvsMaster, master_url_factory
+
+__all__ = ["SimDoorbell", "SimWorld"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class SimDoorbell:
+    """One simulated doorbell's media side: a KVS master and a peer per viewer."""
+
+    def __init__(self, world: SimWorld, device: SimDevice) -> None:
+        self.world = world
+        self.device = device
+        self.media = SimMediaSettings(label=device.name.upper())
+        self.peers: dict[str, SimDoorbellPeer] = {}
+        self.offers = 0
+        self._master: SimKvsMaster | None = None
+
+    @property
+    def settings(self) -> SimMediaSettings:
+        """Media settings for the next viewer; resolution follows the cloud's image_quality."""
+        quality = int(self.device.settings.get("image_quality", self.media.image_quality))
+        return dataclasses.replace(self.media, image_quality=quality)
+
+    def configure(self, **changes: Any) -> None:
+        """Change media settings (fps, bitrate, profile, audio_codec, loss_percent, cut_after...)."""
+        self.media = dataclasses.replace(self.media, **changes)
+
+    async def ensure_master(self, channel_arn: str, endpoint: str, creds: dict[str, str]) -> None:
+        """Connect to the channel as master if not already connected."""
+        if self._master is not None and self._master.connected:
+            return
+        if self._master is not None:
+            await self._master.close()
+        self._master = SimKvsMaster(
+            self.world.http,
+            master_url_factory(
+                endpoint, channel_arn, self.world.kvs.region, creds, self.world.kvs.clock
+            ),
+            self._on_offer,
+            self._on_candidate,
+        )
+        self._master.start()
+        await asyncio.wait_for(self._master.wait_connected(), 5.0)
+
+    async def _on_offer(self, viewer_id: str, offer: str) -> str:
+        self.offers += 1
+        old = self.peers.pop(viewer_id, None)
+        if old is not None:
+            await old.close()
+        master = self._master
+
+        async def trickle(candidate: str, mid: str | None, index: int | None) -> None:
+            if master is not None:
+                await master.send_candidate(viewer_id, candidate, mid, index)
+
+        peer = SimDoorbellPeer(self.settings, on_candidate=trickle)
+        self.peers[viewer_id] = peer
+        return await peer.handle_offer(offer)
+
+    async def _on_candidate(
+        self, viewer_id: str, cand: str, mid: str | None, index: int | None
+    ) -> None:
+        peer = self.peers.get(viewer_id)
+        if peer is not None:
+            await peer.add_remote_candidate(cand, mid, index)
+
+    async def end_calls(self) -> None:
+        """The cloud ended the live call: stop streaming to every viewer."""
+        peers, self.peers = list(self.peers.values()), {}
+        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop everything; safe to call twice."""
+        await self.end_calls()
+        if self._master is not None:
+            master, self._master = self._master, None
+            await master.close()
+
+
+class SimWorld:
+    """Cloud, signaling and doorbells served from one port on 127.0.0.1."""
+
+    def __init__(self, cloud: SimCloud | None = None, kvs: SimKvs | None = None) -> None:
+        self.cloud = cloud or SimCloud()
+        self.kvs = kvs or SimKvs()
+        self.doorbells = {d.id: SimDoorbell(self, d) for d in self.cloud.devices.values()}
+        # Extra ICE servers in every live call (e.g. a dead STUN server, for benchmarks).
+        self.extra_ice: list[dict[str, Any]] = []
+        self.base_url = ""
+        self._http: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self.cloud.live_provider = self._live_call
+        self.cloud.on_live_stop = self._live_stop
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The doorbells' own HTTP session (for their signaling sockets)."""
+        assert self._http is not None, "SimWorld.start() first"
+        return self._http
+
+    def app(self) -> web.Application:
+        """The combined application."""
+        app = self.cloud.app()
+        self.kvs.setup(app)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` and return the base URL (``http://127.0.0.1:PORT``)."""
+        # Every simulated peer lives on loopback; nothing else may be a target here.
+        aiortc_patch.restrict_host_candidates(["127.0.0.1"])
+        self._http = aiohttp.ClientSession()
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{bound_host}:{bound_port}"
+        return self.base_url
+
+    def bind(self, base_url: str) -> None:
+        """Use an externally served ``app()`` (pytest's aiohttp_server) at ``base_url``."""
+        aiortc_patch.restrict_host_candidates(["127.0.0.1"])
+        self._http = self._http or aiohttp.ClientSession()
+        self.base_url = base_url
+
+    async def close(self) -> None:
+        """Stop the doorbells and the server; safe to call twice."""
+        await asyncio.gather(*(d.close() for d in self.doorbells.values()))
+        await self.kvs.close()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
+
+    def doorbell(self, name_or_id: str) -> SimDoorbell:
+        """Find a simulated doorbell by device id or name."""
+        for bell in self.doorbells.values():
+            if name_or_id in (bell.device.id, bell.device.name):
+                return bell
+        raise KeyError(name_or_id)
+
+    async def _live_call(self, device: SimDevice, base: str) -> dict[str, Any]:
+        bell = self.doorbells.get(device.id) or self.doorbells.setdefault(
+            device.id, SimDoorbell(self, device)
+        )
+        client_id = f"VIEWER-{secrets.token_hex(8)}"
+        fields = self.kvs.live_call_fields(f"{device.serial}_{device.id}", base, client_id)
+        await bell.ensure_master(
+            fields["channelARN"], fields["endpoints"][1]["ResourceEndpoint"], fields["credentials"]
+        )
+        headers = {"X-Amz-ChannelARN": fields["channelARN"], "X-Amz-ClientId": client_id}
+        signed_header = json.dumps({"service": "kinesisvideo", "headers": headers})
+        return {**fields, "ice": list(self.extra_ice), "signed": [signed_header]}
+
+    async def _live_stop(self, device: SimDevice) -> None:
+        bell = self.doorbells.get(device.id)
+        if bell is not None:
+            await bell.end_calls()
