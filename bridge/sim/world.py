@@ -37,6 +37,9 @@ class SimDoorbell:
         self.media = SimMediaSettings(label=device.name.upper())
         self.peers: dict[str, SimDoorbellPeer] = {}
         self.offers = 0
+        # Fault switches for tests: delay the answer; answer the next offer with garbage.
+        self.answer_delay = 0.0
+        self.garbage_answers = 0
         self._master: SimKvsMaster | None = None
 
     @property
@@ -68,6 +71,11 @@ class SimDoorbell:
 
     async def _on_offer(self, viewer_id: str, offer: str) -> str:
         self.offers += 1
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+        if self.garbage_answers > 0:
+            self.garbage_answers -= 1
+            return "v=0\r\nthis is not an answer\r\n"
         old = self.peers.pop(viewer_id, None)
         if old is not None:
             await old.close()
@@ -110,6 +118,9 @@ class SimWorld:
         self.doorbells = {d.id: SimDoorbell(self, d) for d in self.cloud.devices.values()}
         # Extra ICE servers in every live call (e.g. a dead STUN server, for benchmarks).
         self.extra_ice: list[dict[str, Any]] = []
+        # Fault switch: break the signature of the next N signedWSS URLs (the bridge must get a
+        # 403 and presign for itself).
+        self.tampered_signed_wss = 0
         self.base_url = ""
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -173,6 +184,11 @@ class SimWorld:
         await bell.ensure_master(
             fields["channelARN"], fields["endpoints"][1]["ResourceEndpoint"], fields["credentials"]
         )
+        if self.tampered_signed_wss > 0:
+            self.tampered_signed_wss -= 1
+            fields["signedWSS"] = fields["signedWSS"].replace(
+                "X-Amz-Signature=", "X-Amz-Signature=00"
+            )
         headers = {"X-Amz-ChannelARN": fields["channelARN"], "X-Amz-ClientId": client_id}
         signed_header = json.dumps({"service": "kinesisvideo", "headers": headers})
         return {**fields, "ice": list(self.extra_ice), "signed": [signed_header]}
