@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ from bridge.cloud import open_cloud
 from bridge.config import ENV_CONFIG, Settings, load_settings
 from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
 from bridge.logs import setup_logging
-from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, DEFAULT_EMAIL, DEFAULT_PASSWORD
+from bridge.sim.cloud import (
+    API_PREFIX,
+    DEFAULT_API_KEY,
+    DEFAULT_EMAIL,
+    DEFAULT_PASSWORD,
+    SimCloud,
+    SimDevice,
+    default_devices,
+)
 from bridge.sim.world import SimWorld
 from bridge.skybell import find_device
 
@@ -122,7 +131,15 @@ async def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     """Run the simulated SkyBell cloud until interrupted."""
-    sim = SimWorld()
+    devices = default_devices()
+    for n in range(len(devices), args.doorbells):
+        devices.append(
+            SimDevice(id=str(uuid.uuid4()), name=f"Doorbell {n + 1}", serial=f"SIM{n:07d}")
+        )
+    sim = SimWorld(SimCloud(devices=devices[: args.doorbells]))
+    for bell in sim.doorbells.values():
+        bell.configure(fps=args.fps, bitrate=args.bitrate)
+        bell.device.settings["image_quality"] = args.quality
     base = await sim.start(args.host, args.port)
     print(f"simulated SkyBell cloud at {base}{API_PREFIX}", flush=True)
     print(f"  API key: {DEFAULT_API_KEY}", flush=True)
@@ -188,6 +205,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sim", help="run the simulated SkyBell cloud, signaling and doorbells")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--doorbells", type=int, default=2, help="how many simulated doorbells")
+    p.add_argument("--quality", type=int, choices=range(4), default=1, help="image_quality 0-3")
+    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--bitrate", type=int, default=None, help="bits/s (default: the quality's)")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("serve", help="run the bridge")

@@ -271,16 +271,38 @@ class Stream:
             self._set_state("idle")
 
     async def _pump(self, session: Session) -> AsyncIterator[MediaPacket]:
-        """The session's packets, raising ``MediaStalled`` when none come for too long."""
-        iterator = session.packets().__aiter__()
-        while True:
-            try:
-                packet = await asyncio.wait_for(iterator.__anext__(), self.media_timeout)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
+        """The session's packets, raising ``MediaStalled`` when none come for too long.
+
+        A watchdog timer cancels this task on a stall. ``asyncio.wait_for`` around each packet
+        would be simpler, but on Python 3.11 it can swallow a cancellation that races with a
+        packet arriving, which leaves ``stop()`` waiting forever on a busy stream.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        stalled = False
+        handle: asyncio.TimerHandle
+
+        def watchdog() -> None:
+            nonlocal handle, stalled
+            if loop.time() - last >= self.media_timeout:
+                stalled = True
+                task.cancel()
+            else:
+                handle = loop.call_later(self.media_timeout / 4, watchdog)
+
+        handle = loop.call_later(self.media_timeout / 4, watchdog)
+        try:
+            async for packet in session.packets():
+                last = loop.time()
+                yield packet
+        except asyncio.CancelledError:
+            if stalled and task.uncancel() == 0:
                 raise MediaStalled(f"no media for {self.media_timeout:g} s") from None
-            yield packet
+            raise
+        finally:
+            handle.cancel()
 
     def _publish(self, raw: MediaPacket) -> None:
         packet = self._timeline.map(raw)

@@ -137,7 +137,15 @@ class SimWorld:
         """The combined application."""
         app = self.cloud.app()
         self.kvs.setup(app)
+        app.router.add_post("/_sim/extra_ice", self._set_extra_ice)
         return app
+
+    async def _set_extra_ice(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not isinstance(body, list):
+            return web.json_response({"error": "expected a list of ICE servers"}, status=400)
+        self.extra_ice = body
+        return web.json_response(self.extra_ice)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` and return the base URL (``http://127.0.0.1:PORT``)."""
