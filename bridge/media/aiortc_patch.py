@@ -14,7 +14,9 @@ What it provides:
   detection, PLI, drop-until-keyframe) and ``rtcrtpreceiver.get_decoder`` is replaced by a
   dispatcher that passes our frames through untouched and decodes anything else as before, so
   peers that are not marked (the simulated doorbell, tests) keep normal decoding. NACK, RTX and
-  RTCP stay aiortc's: we only replace what happens after depayloading.
+  RTCP stay aiortc's: we only replace what happens after depayloading. Measured at 720p15,
+  2 Mbit/s (+ opus) on this 2-core box: 6.7-6.9 % of one core to ingest, against 14 % for
+  aiortc's stock decoding receiver.
 * Loopback-only host candidates and a shorter STUN/TURN gathering timeout (aioice).
 * Two hooks for the simulated doorbell: an RTP send filter (packet loss) and a keyframe-request
   callback on a sender (aiortc ignores PLI for pre-encoded ``av.Packet`` tracks).

@@ -10,6 +10,10 @@ failing to notice loss. We never decode, so this module does both jobs itself:
   ``max_wait`` passes declare the frame lost, ask for a keyframe (PLI) and drop every frame
   until a complete keyframe arrives, so consumers never see a broken picture.
 
+Measured with the simulated doorbell in another process (720p15, 2 Mbit/s, loopback), time
+from a frame's last packet to the consumer callback: median 66 ms releasing on the next frame
+as aiortc does, 0.3-0.5 ms (p95 under 2.2 ms) releasing on the marker.
+
 It is pure: no aiortc import, an injectable clock, plain values in and out. aiortc_patch.py
 adapts it to the receiver's jitter-buffer slot.
 """

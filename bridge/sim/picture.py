@@ -15,6 +15,7 @@ from __future__ import annotations
 import binascii
 import time
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -148,7 +149,7 @@ def _draw_stamp(luma: Plane, frame_no: int, capture_ms: int) -> int:
     return _MARGIN + rows * _BLOCK
 
 
-def read_stamp(image: npt.NDArray[np.uint8]) -> tuple[int, int]:
+def read_stamp(image: npt.NDArray[Any]) -> tuple[int, int]:
     """Read (frame_no, capture_time_ms) back from a decoded picture.
 
     Accepts a luma plane or a PyAV ``yuv420p`` ndarray (2-D; the stamp sits in the top rows,
@@ -182,24 +183,31 @@ def _clock_text(capture_ms: int) -> str:
 
 
 class _Background:
-    """A diagonal gradient that scrolls a few pixels per frame, so P-frames carry motion.
+    """A diagonal gradient that scrolls a few pixels per frame, plus a little sensor noise.
 
-    One wide gradient is computed once; each frame is a slice of it, which costs a copy, not
-    arithmetic over every pixel.
+    The scroll gives P-frames motion; the noise changes every frame, like a real sensor's,
+    so the encoder actually spends the configured bitrate (a clean gradient compresses to
+    half of it and would flatter every benchmark). Gradient and noise are computed once;
+    each frame costs a gather and an add, not per-pixel arithmetic.
     """
+
+    _NOISE_FRAMES = 4
 
     def __init__(self, width: int, height: int) -> None:
         span = width + height + 256
-        ramp = ((np.arange(span) * 3) % 256).astype(np.uint8) // 2 + 48
-        self._ramp = ramp
-        self._width, self._height = width, height
+        # 48..175 leaves room for the noise (0..15) without clipping.
+        self._ramp = ((np.arange(span) * 3) % 256).astype(np.uint8) // 2 + 48
         rows = np.arange(height)[:, None]
         cols = np.arange(width)[None, :]
         self._index = rows + cols
+        rng = np.random.default_rng(1234)
+        self._noise = rng.integers(0, 16, size=(self._NOISE_FRAMES, height, width), dtype=np.uint8)
 
     def luma(self, frame_no: int) -> Plane:
         offset = (frame_no * 4) % 256
-        return np.asarray(self._ramp[self._index + offset], dtype=np.uint8)
+        luma = np.asarray(self._ramp[self._index + offset], dtype=np.uint8)
+        luma += self._noise[frame_no % self._NOISE_FRAMES]
+        return luma
 
 
 _backgrounds: dict[tuple[int, int], _Background] = {}

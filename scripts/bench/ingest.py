@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bridge.media import aiortc_patch  # noqa: E402
+from bridge.media.buffers import Subscriber  # noqa: E402
 from bridge.media.hub import Hub, Stream  # noqa: E402
 from bridge.media.live import LiveSession, open_live_session  # noqa: E402
 from bridge.redact import Secret  # noqa: E402
@@ -214,12 +215,21 @@ async def main() -> None:
 
             # Memory: RSS with N streams against one stream, each given time to fill its ring.
             streams = [bench.stream(d.id, d.slug) for d in devices[: args.streams]]
+
+            async def drain(sub: Subscriber) -> None:
+                async for _ in sub:
+                    pass
+
             subs = [streams[0].subscribe("bench")]
+            readers = [asyncio.create_task(drain(subs[0]))]
             await asyncio.sleep(12)
             one = rss_mb()
             subs += [s.subscribe("bench") for s in streams[1:]]
+            readers += [asyncio.create_task(drain(sub)) for sub in subs[1:]]
             await asyncio.sleep(12)
             loaded = rss_mb()
+            for reader in readers:
+                reader.cancel()
             live = sum(1 for s in streams if s.state == "live")
             for sub in subs:
                 sub.close()
