@@ -69,10 +69,13 @@ H264_PROFILE_LEVEL_IDS: dict[str, tuple[str, ...]] = {
 }
 _EXTRA_PROFILES = ("4d001f", "64001f")
 
-# Default aioice waits 5 s for STUN/TURN answers before the SDP can exist. 2 s still covers
-# TURN over TLS (TCP + TLS + two allocate round trips) at 300 ms RTT; webrtc_source caches
-# servers that time out so the price is paid once, not on every start.
-DEFAULT_GATHER_TIMEOUT = 2.0
+# Default aioice waits 5 s for STUN/TURN answers before the SDP can exist. KVS's STUN and TURN
+# servers are regional AWS endpoints: a binding is one round trip and a UDP TURN allocation two,
+# so 0.8 s covers a 250 ms RTT while keeping a dead server's first start under 1 s. A server that
+# times out is remembered for 10 minutes by webrtc_source, so later starts pay nothing. The
+# trade-off: TURN over TLS on a very slow link can miss the window; host and srflx candidates
+# (the usual path to a doorbell) are unaffected.
+DEFAULT_GATHER_TIMEOUT = 0.8
 
 _state: dict[str, Any] = {
     "installed": False,
