@@ -1,0 +1,306 @@
+"""One client's RTSP control connection: the request loop and a handler per method.
+
+Anything that goes wrong here ends this connection only; the server and other clients carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bridge.media.hub import Stream
+from bridge.rtsp.auth import Authenticator
+from bridge.rtsp.feed import FeedRegistry, StreamFeed
+from bridge.rtsp.message import (
+    Interleaved,
+    ParseError,
+    Request,
+    format_response,
+    parse_transport,
+    read_message,
+    split_url,
+)
+from bridge.rtsp.sdp import TrackInfo, build_sdp
+from bridge.rtsp.session import RtspSession
+
+__all__ = ["Resolver", "RtspConnection", "ServerContext"]
+
+_LOGGER = logging.getLogger(__name__)
+
+Resolver = Callable[[str], Stream | None]
+
+_PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, GET_PARAMETER, SET_PARAMETER, TEARDOWN"
+_MAX_SESSIONS = 8  # per connection; a real client needs one
+_USERINFO = re.compile(r"//[^/@]*@")
+
+
+@dataclass
+class ServerContext:
+    """What every connection shares with the server."""
+
+    resolve: Resolver
+    feeds: FeedRegistry
+    auth: Authenticator | None
+    keyframe_timeout: float
+    session_timeout: int
+    sessions: dict[str, RtspSession] = field(default_factory=dict)
+
+
+@dataclass
+class _Reply:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    reason: str | None = None
+    after: Callable[[], None] | None = None  # runs once the reply is written (PLAY: start media)
+
+
+def _text(status: int, reason: str, message: str) -> _Reply:
+    # A reason phrase and a body both say what went wrong: ffmpeg prints the phrase, curl the body.
+    return _Reply(status, [("Content-Type", "text/plain")], f"{message}\n".encode(), reason)
+
+
+def _base_url(url: str) -> str:
+    """The aggregate URL with a trailing slash, what Content-Base and RTP-Info build on."""
+    base = _USERINFO.sub("//", url.split("?", 1)[0])
+    head, _, last = base.rstrip("/").rpartition("/")
+    if split_url(last)[1] is not None:  # a track URL: drop the trackID= part
+        base = head
+    return base if base.endswith("/") else base + "/"
+
+
+class RtspConnection:
+    """Serves requests on one TCP connection until it closes."""
+
+    def __init__(
+        self, ctx: ServerContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._ctx = ctx
+        self._reader = reader
+        self._writer = writer
+        self.local = str(writer.get_extra_info("sockname")[0])
+        self.peer = str(writer.get_extra_info("peername")[0])
+        self.sessions: dict[str, RtspSession] = {}
+        self._feeds: dict[Stream, StreamFeed] = {}
+        self._described: dict[Stream, list[TrackInfo]] = {}
+        self._handlers: dict[str, Callable[[Request], Awaitable[_Reply]]] = {
+            "OPTIONS": self._options,
+            "DESCRIBE": self._describe,
+            "SETUP": self._setup,
+            "PLAY": self._play,
+            "PAUSE": self._pause,
+            "TEARDOWN": self._teardown,
+            "GET_PARAMETER": self._get_parameter,
+            "SET_PARAMETER": self._set_parameter,
+        }
+
+    async def run(self) -> None:
+        """Serve until the client leaves, then end its sessions."""
+        try:
+            while True:
+                try:
+                    message = await read_message(self._reader)
+                except ParseError as err:
+                    _LOGGER.info("rtsp %s: malformed request (%s)", self.peer, err)
+                    self._write(format_response(400, None))
+                    break
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                if message is None:
+                    break
+                self._touch()
+                if isinstance(message, Interleaved):
+                    continue  # RTCP receiver reports: only their arrival matters
+                try:
+                    await self._respond(message)
+                except ConnectionError:
+                    break  # the client hung up before reading the reply
+        finally:
+            await self._cleanup()
+
+    async def _respond(self, request: Request) -> None:
+        _LOGGER.debug("rtsp %s: %s %s", self.peer, request.method, _USERINFO.sub("//", request.url))
+        if request.version != "RTSP/1.0":
+            reply = _Reply(505)
+        elif request.cseq is None:
+            reply = _text(400, "Bad Request", "missing CSeq")
+        elif (handler := self._handlers.get(request.method)) is None:
+            reply = _Reply(501, [("Public", _PUBLIC)])
+        elif (denied := self._authorize(request)) is not None:
+            reply = denied
+        else:
+            try:
+                reply = await handler(request)
+            except Exception:
+                _LOGGER.exception("rtsp %s: %s failed", self.peer, request.method)
+                reply = _Reply(500)
+        self._write(
+            format_response(reply.status, request.cseq, reply.headers, reply.body, reply.reason)
+        )
+        if reply.after is not None:
+            reply.after()
+        await self._writer.drain()
+
+    def _authorize(self, request: Request) -> _Reply | None:
+        auth = self._ctx.auth
+        if auth is None or request.method == "OPTIONS":
+            return None
+        result = auth.check(request.method, request.headers.get("authorization"))
+        if result == "ok":
+            return None
+        _LOGGER.info("rtsp %s: %s refused (authentication)", self.peer, request.method)
+        challenges = auth.challenges(stale=result == "stale")
+        return _Reply(401, [("WWW-Authenticate", c) for c in challenges])
+
+    def _write(self, data: bytes) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(data)
+
+    def _touch(self) -> None:
+        # Any sign of life counts as a keepalive for this connection's sessions: some NVRs
+        # send a bare OPTIONS, others only RTCP receiver reports.
+        for session in self.sessions.values():
+            session.touch()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _stream(self, request: Request) -> tuple[Stream | None, str]:
+        name, _ = split_url(request.url)
+        return (self._ctx.resolve(name) if name else None), name
+
+    def _feed(self, stream: Stream) -> StreamFeed:
+        feed = self._feeds.get(stream)
+        if feed is None:
+            feed = self._feeds[stream] = self._ctx.feeds.acquire(stream)
+        return feed
+
+    def _session(self, request: Request) -> RtspSession | None:
+        sid = request.session_id
+        return self.sessions.get(sid) if sid else None
+
+    def _session_header(self, session: RtspSession) -> tuple[str, str]:
+        return ("Session", f"{session.id};timeout={self._ctx.session_timeout}")
+
+    def _session_ended(self, session: RtspSession) -> None:
+        # The stream stopped or the client stopped reading: close the connection, so the client
+        # notices at once and reconnects instead of waiting on a silent socket.
+        self._writer.transport.abort()
+
+    async def expire_idle(self, now: float) -> None:
+        """End UDP sessions with no keepalive for the session timeout (TCP ones end with TCP)."""
+        for session in list(self.sessions.values()):
+            if session.tcp is False and now - session.last_activity > self._ctx.session_timeout:
+                _LOGGER.info("rtsp %s: session %s timed out", self.peer, session.id)
+                await self._drop(session)
+
+    async def _drop(self, session: RtspSession) -> None:
+        self.sessions.pop(session.id, None)
+        self._ctx.sessions.pop(session.id, None)
+        await session.close()
+
+    async def _cleanup(self) -> None:
+        for session in list(self.sessions.values()):
+            await self._drop(session)
+        for stream in self._feeds:
+            self._ctx.feeds.release(stream)
+        self._feeds.clear()
+        self._writer.transport.abort()
+
+    # -- methods -------------------------------------------------------------------------------
+
+    async def _options(self, request: Request) -> _Reply:
+        return _Reply(200, [("Public", _PUBLIC)])
+
+    async def _describe(self, request: Request) -> _Reply:
+        stream, name = self._stream(request)
+        if stream is None:
+            return _text(404, "Stream Not Found", f"no stream named {name!r}")
+        tracks = await self._feed(stream).describe(self._ctx.keyframe_timeout)
+        if not tracks:
+            return _text(503, "No Picture Yet", f"stream {name!r} sent no picture in time")
+        self._described[stream] = tracks
+        sdp = build_sdp(stream.name, self.local, tracks, int(time.time()))
+        headers = [("Content-Type", "application/sdp"), ("Content-Base", _base_url(request.url))]
+        return _Reply(200, headers, sdp.encode())
+
+    async def _setup(self, request: Request) -> _Reply:
+        stream, name = self._stream(request)
+        if stream is None:
+            return _text(404, "Stream Not Found", f"no stream named {name!r}")
+        session = self._session(request)
+        if request.session_id and (session is None or session.stream is not stream):
+            return _Reply(454)
+        transport = parse_transport(request.headers.get("transport"))
+        if transport is None:
+            return _Reply(461)
+        if session is not None and (session.playing or session.tcp not in (None, transport.tcp)):
+            return _Reply(455 if session.playing else 461)
+        tracks = session.available if session is not None else self._described.get(stream)
+        if tracks is None:
+            tracks = await self._feed(stream).describe(self._ctx.keyframe_timeout)
+            if not tracks:
+                return _text(503, "No Picture Yet", f"stream {name!r} sent no picture in time")
+            self._described[stream] = tracks
+        index = split_url(request.url)[1] or 0
+        if index >= len(tracks):
+            return _text(404, "Track Not Found", f"stream {name!r} has no track {index}")
+        if session is None:
+            if len(self.sessions) >= _MAX_SESSIONS:
+                return _Reply(503, reason="Too Many Sessions")
+            session = RtspSession(
+                stream, self._feed(stream), tracks, self._writer, self._session_ended
+            )
+            self.sessions[session.id] = self._ctx.sessions[session.id] = session
+        try:
+            reply_transport = await session.add_track(index, transport, self.local, self.peer)
+        except OSError as err:
+            _LOGGER.warning("rtsp %s: cannot open UDP ports: %s", self.peer, err)
+            return _Reply(461, reason="No UDP Ports")
+        return _Reply(200, [("Transport", reply_transport), self._session_header(session)])
+
+    async def _play(self, request: Request) -> _Reply:
+        session = self._session(request)
+        if session is None:
+            return _Reply(454)
+        if not session.tracks:
+            return _Reply(455)
+        rtp_info = await session.play(_base_url(request.url), self._ctx.keyframe_timeout)
+        if rtp_info is None:
+            return _text(503, "No Picture Yet", "the stream sent no picture in time")
+        _LOGGER.info(
+            "rtsp %s: playing %s over %s",
+            self.peer,
+            session.stream.name,
+            "TCP" if session.tcp else "UDP",
+        )
+        headers = [self._session_header(session), ("Range", "npt=0.000-"), ("RTP-Info", rtp_info)]
+        return _Reply(200, headers, after=session.start)
+
+    async def _pause(self, request: Request) -> _Reply:
+        session = self._session(request)
+        if session is None:
+            return _Reply(454)
+        await session.pause()
+        return _Reply(200, [self._session_header(session)])
+
+    async def _teardown(self, request: Request) -> _Reply:
+        session = self._session(request)
+        if session is None:
+            return _Reply(454)
+        await self._drop(session)
+        return _Reply(200)
+
+    async def _get_parameter(self, request: Request) -> _Reply:
+        # The usual keepalive. We expose no parameters, so a body asking for some gets nothing.
+        if request.session_id and self._session(request) is None:
+            return _Reply(454)
+        return _Reply(200)
+
+    async def _set_parameter(self, request: Request) -> _Reply:
+        if request.session_id and self._session(request) is None:
+            return _Reply(454)
+        return _Reply(451 if request.body.strip() else 200)

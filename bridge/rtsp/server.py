@@ -1,0 +1,125 @@
+"""The RTSP server: accepts connections and owns every task and socket it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from bridge.rtsp.auth import Authenticator, AuthMode
+from bridge.rtsp.connection import Resolver, RtspConnection, ServerContext
+from bridge.rtsp.feed import AudioMode, FeedRegistry
+
+__all__ = ["RtspServer"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class RtspServer:
+    """Serves hub streams over RTSP (TCP interleaved or UDP unicast) to NVRs and players."""
+
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8554,
+        username: str | None = None,
+        password: str | None = None,
+        auth: AuthMode = "digest",
+        audio: AudioMode = "aac",
+        keyframe_timeout: float = 10.0,
+        session_timeout: int = 60,
+    ) -> None:
+        if audio not in ("aac", "passthrough"):
+            raise ValueError(f"unknown audio mode {audio!r}")
+        if (username is None) != (password is None):
+            raise ValueError("give both username and password, or neither")
+        self.host = host
+        self.port = port
+        authenticator = (
+            Authenticator(username, password, auth)
+            if username is not None and password is not None
+            else None
+        )
+        self._ctx = ServerContext(
+            resolve, FeedRegistry(audio), authenticator, keyframe_timeout, session_timeout
+        )
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[Any], RtspConnection] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Listen; ``port`` then holds the real port (useful when 0 was asked for)."""
+        if self._server is not None or self._closed:
+            raise RuntimeError("RtspServer.start() called twice or after close()")
+        self._server = await asyncio.start_server(self._on_client, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="rtsp reaper")
+        _LOGGER.info("RTSP server listening on %s:%d", self.host, self.port)
+
+    async def close(self) -> None:
+        """Stop listening, close every client and cancel every task; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        tasks = [t for t in (self._reaper, *self._connections) if t is not None]
+        for task in tasks:
+            task.cancel()
+        # Each connection's own cleanup (sessions, UDP sockets, subscribers) runs as it unwinds.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._connections.clear()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    def stats(self) -> dict[str, Any]:
+        """Connections, and playing clients per stream name."""
+        streams: dict[str, int] = {}
+        for session in self._ctx.sessions.values():
+            if session.playing:
+                streams[session.stream.name] = streams.get(session.stream.name, 0) + 1
+        return {
+            "connections": len(self._connections),
+            "sessions": len(self._ctx.sessions),
+            "streams": streams,
+        }
+
+    def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closed:
+            writer.transport.abort()
+            return
+        conn = RtspConnection(self._ctx, reader, writer)
+        # Our own task rather than the one asyncio.start_server would wrap a coroutine callback
+        # in: that one cannot be cancelled on close without asyncio logging an error (3.11).
+        task = asyncio.get_running_loop().create_task(self._serve(conn), name=f"rtsp {conn.peer}")
+        self._connections[task] = conn
+
+    async def _serve(self, conn: RtspConnection) -> None:
+        _LOGGER.debug("rtsp %s: connected", conn.peer)
+        try:
+            await conn.run()
+        except Exception:
+            # One client's failure must never reach the others or the server.
+            _LOGGER.exception("rtsp %s: connection failed", conn.peer)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._connections.pop(task, None)
+            _LOGGER.debug("rtsp %s: disconnected", conn.peer)
+
+    async def _reap(self) -> None:
+        interval = max(1.0, min(5.0, self._ctx.session_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self._connections.values()):
+                try:
+                    await conn.expire_idle(now)
+                except Exception:
+                    _LOGGER.exception("rtsp %s: expiring sessions failed", conn.peer)
