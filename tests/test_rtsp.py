@@ -19,7 +19,7 @@ from bridge.media.hub import Hub, Stream
 from bridge.media.packet import NAL_AUD, iter_nal_units
 from bridge.rtsp import RtspServer
 
-from .rtsp_fixtures import HEIGHT, WIDTH, Connector, make_stream, noisy_video, probe, run
+from .fake_doorbell import HEIGHT, WIDTH, Connector, make_stream, noisy_video, probe, run
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Test helpers for the RTSP server: a live-paced fake doorbell session, a hub stream, a server,
+"""Test helpers for the outputs: a live-paced fake doorbell session, a hub stream, a server,
 and ffmpeg/ffprobe run without blocking the event loop that serves RTSP."""
 
 from __future__ import annotations
