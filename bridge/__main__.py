@@ -17,8 +17,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from bridge.cloud import open_cloud
 from bridge.config import ENV_CONFIG, Settings, load_settings
 from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
@@ -153,27 +151,23 @@ async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the bridge's web API until interrupted."""
-    from bridge.app import build_app
+    """Run the bridge until interrupted."""
+    from bridge.service import Bridge
 
     async with open_cloud(settings) as cloud:
-        devices = await cloud.client.devices()
-        app = build_app(settings, cloud.client, devices)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        srv = settings.server
-        await web.TCPSite(runner, srv.host, srv.port).start()
-        host, port = runner.addresses[0][:2]
-        print(
-            f"skybell-bridge serving {len(devices)} doorbell(s) at http://{host}:{port}/",
-            flush=True,
-        )
-        if not srv.password and srv.host in ("127.0.0.1", "localhost", "::1"):
-            print("no server.password set: listening on this machine only", flush=True)
+        bridge = Bridge(settings, cloud.client, cloud.session)
         try:
+            await bridge.start()
+            names = ", ".join(d.slug for d in bridge.devices) or "none"
+            print(f"skybell-bridge: {len(bridge.devices)} doorbell(s): {names}", flush=True)
+            print(f"  web and API  {bridge.http_url}", flush=True)
+            print(f"  RTSP         {bridge.rtsp_url}NAME", flush=True)
+            srv = settings.server
+            if srv.password is None and srv.host in ("127.0.0.1", "localhost", "::1"):
+                print("no server.password set: listening on this machine only", flush=True)
             await asyncio.Event().wait()
         finally:
-            await runner.cleanup()
+            await bridge.close()
     return 0
 
 

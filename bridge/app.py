@@ -1,39 +1,57 @@
-"""The bridge's aiohttp application: an ordered list of each package's routes."""
+"""The bridge's aiohttp application: an ordered list of each output's ``setup(app, ...)``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from bridge.config import Settings
+from bridge.media.hub import Hub, Stream
+from bridge.routes import streams
+from bridge.routes.auth import basic_auth_middleware
+from bridge.routes.common import HUB
 from bridge.skybell import Device, SkyBellClient
 
-__all__ = ["DEVICES", "SETTINGS", "build_app"]
+__all__ = ["CLIENT", "DEVICES", "SETTINGS", "build_app"]
 
 SETTINGS = web.AppKey("settings", Settings)
 CLIENT = web.AppKey("client", SkyBellClient)
 DEVICES = web.AppKey("devices", list[Device])
 
-
-async def _streams(request: web.Request) -> web.Response:
-    devices = request.app[DEVICES]
-    body: dict[str, Any] = {
-        d.slug: {"id": d.id, "name": d.name, "online": d.online, "state": "idle", "viewers": 0}
-        for d in devices
-    }
-    return web.json_response(body)
+# Paths that carry their own credential and must stay reachable without the UI password.
+_OPEN_PATHS = ("/api/health",)
 
 
 async def _health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "devices": len(request.app[DEVICES])})
+    return web.json_response({"ok": True, "streams": len(request.app[HUB].streams)})
 
 
-def build_app(settings: Settings, client: SkyBellClient, devices: list[Device]) -> web.Application:
-    """Assemble the HTTP API for the given account's devices."""
-    app = web.Application()
+def build_app(
+    settings: Settings, client: SkyBellClient, hub: Hub, devices: list[Device]
+) -> web.Application:
+    """Assemble the HTTP API and outputs for the account's doorbells."""
+    srv = settings.server
+    middlewares: list[Middleware] = []
+    if srv.password is not None:
+        middlewares.append(
+            basic_auth_middleware(srv.username, srv.password.reveal(), open_paths=_OPEN_PATHS)
+        )
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS] = settings
     app[CLIENT] = client
     app[DEVICES] = devices
-    app.add_routes([web.get("/api/streams", _streams), web.get("/api/health", _health)])
+    app[HUB] = hub
+    by_id = {d.id: d for d in devices}
+
+    def device_info(stream: Stream) -> dict[str, Any]:
+        device = by_id.get(stream.device_id)
+        if device is None:
+            return {}
+        return {"device": device.name, "online": device.online, "battery": device.battery}
+
+    app[streams.STREAM_INFO] = device_info
+    app.router.add_get("/api/health", _health)
+    streams.setup(app)
     return app

@@ -35,6 +35,8 @@ DEFAULT_API_URL = "https://api.skybell.network/api/v5"
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+RtspAuth = Literal["digest", "basic", "any"]
+RtspAudio = Literal["aac", "passthrough"]
 
 
 def _range(lo: float, hi: float | None = None) -> dict[str, Any]:
@@ -65,6 +67,24 @@ class ServerSettings:
     rtsp_port: int = field(default=8554, metadata=_range(0, 65535))
     username: str = ""
     password: Secret | None = None
+    # "any" offers Digest and Basic; some NVRs only speak one of them.
+    rtsp_auth: RtspAuth = "any"
+    # AAC is what Frigate and most NVRs can record; passthrough keeps G.711 as the doorbell sends it.
+    rtsp_audio: RtspAudio = "aac"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How live sessions start, stop and buffer."""
+
+    # Stop the cloud live call this long after the last viewer leaves: it spares the doorbell's
+    # battery, and a viewer coming back within the window joins without a new call.
+    idle_timeout: float = field(default=30.0, metadata=_range(1, 3600))
+    # No media for this long means the session is dead and is reconnected.
+    media_timeout: float = field(default=10.0, metadata=_range(2, 120))
+    # Seconds of encoded media kept per stream: new viewers start from its last keyframe and
+    # recordings take their pre-roll from it, so it must exceed the longest pre-roll plus a GOP.
+    buffer_seconds: float = field(default=12.0, metadata=_range(2, 120))
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,7 @@ class Settings:
 
     skybell: SkyBellSettings = field(default_factory=SkyBellSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
 

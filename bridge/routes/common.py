@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bridge.media.hub import Hub, Stream
 
-__all__ = ["HUB", "error", "stream_from_query"]
+__all__ = ["HUB", "error", "find_stream", "stream_from_query"]
 
 HUB = web.AppKey("hub", Hub)
 
@@ -20,10 +20,8 @@ def error(status: type[web.HTTPException], message: str, **extra: Any) -> web.HT
     return status(text=body, content_type="application/json")
 
 
-def stream_from_query(request: web.Request) -> Stream:
-    """The stream named by ``src`` (name or device id), or a 400/404 that says which exist."""
-    src = request.query.get("src", "").strip()
-    hub = request.app[HUB]
+def find_stream(hub: Hub, src: str) -> Stream:
+    """The stream named ``src`` (name or device id), or a 400/404 that says which exist."""
     known = sorted(s.name for s in hub.streams)
     if not src:
         raise error(web.HTTPBadRequest, "missing ?src=STREAM", streams=known)
@@ -31,3 +29,8 @@ def stream_from_query(request: web.Request) -> Stream:
     if stream is None:
         raise error(web.HTTPNotFound, f"unknown stream {src!r}", streams=known)
     return stream
+
+
+def stream_from_query(request: web.Request) -> Stream:
+    """The stream named by the ``src`` query parameter, or a 400/404 that says which exist."""
+    return find_stream(request.app[HUB], request.query.get("src", "").strip())

@@ -1,0 +1,160 @@
+"""``serve`` end to end: the simulator, the hub, the HTTP API and RTSP, seen by real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.config import load_settings
+from bridge.redact import Secret
+from bridge.service import Bridge
+from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
+from bridge.sim.world import SimWorld
+from bridge.skybell import SkyBellClient
+
+from .fake_doorbell import probe, run
+
+FRONT = "0579ce92-72a5-4b1f-8191-e360876705c3"
+
+BridgeFactory = Callable[..., Awaitable[Bridge]]
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[SimWorld]:
+    world = SimWorld()
+    await world.start()
+    for device in world.cloud.devices.values():
+        device.settings["image_quality"] = 0  # 480p keeps the suite light on 2 cores
+    yield world
+    await world.close()
+
+
+@pytest.fixture
+async def make_bridge(world: SimWorld) -> AsyncIterator[BridgeFactory]:
+    made: list[Bridge] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def factory(**env: str) -> Bridge:
+            base = {
+                "SKYBELL_BRIDGE_SERVER_PORT": "0",
+                "SKYBELL_BRIDGE_SERVER_RTSP_PORT": "0",
+                "SKYBELL_BRIDGE_STREAMS_IDLE_TIMEOUT": "2",
+            }
+            settings = load_settings(None, {**base, **env})
+            client = SkyBellClient(
+                http, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
+            )
+            bridge = Bridge(settings, client, http)
+            made.append(bridge)
+            await bridge.start()
+            return bridge
+
+        yield factory
+        for bridge in made:
+            await bridge.close()
+            await bridge.close()  # idempotent
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(user, password)}
+
+
+async def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_streams_lists_every_doorbell_by_name_and_id(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    status, body = await get_json(bridge.http_url + "api/streams")
+    assert status == 200
+    assert set(body) == {"front-door", "back-garden"}
+    front = body["front-door"]
+    assert front["id"] == FRONT
+    assert front["device"] == "Front Door"
+    assert front["state"] == "idle"
+    assert front["viewers"] == {}
+    assert front["producers"][0]["url"] == f"skybell:{FRONT}"
+
+    status, one = await get_json(bridge.http_url + f"api/streams?src={FRONT}")
+    assert status == 200 and one["name"] == "front-door"
+
+
+async def test_unknown_stream_is_404_with_a_clear_message(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    status, body = await get_json(bridge.http_url + "api/streams?src=side-gate")
+    assert status == 404
+    assert body["error"] == "unknown stream 'side-gate'"
+    assert body["streams"] == ["back-garden", "front-door"]
+    code, _, err = await run("ffprobe", "-v", "error", bridge.rtsp_url + "side-gate")
+    assert code != 0 and "404" in err
+
+
+@pytest.mark.slow
+async def test_ffprobe_over_rtsp_shows_h264_and_aac(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    for name in ("front-door", FRONT):  # the device id works as a stream name too
+        info = await probe(bridge.rtsp_url + name, "-rtsp_transport", "tcp")
+        codecs = {s["codec_type"]: s for s in info["streams"]}
+        assert codecs["video"]["codec_name"] == "h264"
+        assert (codecs["video"]["width"], codecs["video"]["height"]) == (854, 480)
+        assert codecs["audio"]["codec_name"] == "aac"
+    _, body = await get_json(bridge.http_url + "api/streams?src=front-door")
+    assert body["codecs"]["video"] == "h264"
+
+
+@pytest.mark.slow
+async def test_auth_is_required_over_http_and_rtsp(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge(
+        SKYBELL_BRIDGE_SERVER_USERNAME="admin", SKYBELL_BRIDGE_SERVER_PASSWORD="door-s3cret"
+    )
+    status, body = await get_json(bridge.http_url + "api/streams")
+    assert status == 401 and body["error"] == "authentication required"
+    status, _ = await get_json(bridge.http_url + "api/streams", headers=basic("admin", "wrong"))
+    assert status == 401
+    status, body = await get_json(
+        bridge.http_url + "api/streams", headers=basic("admin", "door-s3cret")
+    )
+    assert status == 200 and "front-door" in body
+    status, _ = await get_json(bridge.http_url + "api/health")
+    assert status == 200  # liveness probes need no password
+
+    code, _, err = await run("ffprobe", "-v", "error", bridge.rtsp_url + "front-door")
+    assert code != 0 and "401" in err
+    authed = bridge.rtsp_url.replace("rtsp://", "rtsp://admin:door-s3cret@")
+    info = await probe(authed + "front-door", "-rtsp_transport", "tcp")
+    assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}
+
+
+@pytest.mark.slow
+async def test_serve_command_runs_against_the_simulator_with_no_config() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBELL_BRIDGE_")}
+    env |= {"SKYBELL_BRIDGE_SERVER_PORT": "0", "SKYBELL_BRIDGE_SERVER_RTSP_PORT": "0"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 30)).decode() for _ in range(3)]
+        assert "2 doorbell(s): front-door, back-garden" in lines[0]
+        http_url = lines[1].split()[-1]
+        rtsp_url = lines[2].split()[-1].removesuffix("NAME")
+        status, body = await get_json(http_url + "api/streams")
+        assert status == 200 and set(body) == {"front-door", "back-garden"}
+        info = await probe(rtsp_url + "front-door")
+        assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        err = (await proc.stderr.read()).decode()
+    assert "built-in simulator" in err
+    assert "Traceback" not in err
+    assert code in (0, 130)
