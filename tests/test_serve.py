@@ -84,7 +84,8 @@ async def test_streams_lists_every_doorbell_by_name_and_id(make_bridge: BridgeFa
     assert front["producers"][0]["url"] == f"skybell:{FRONT}"
 
     status, one = await get_json(bridge.http_url + f"api/streams?src={FRONT}")
-    assert status == 200 and one["name"] == "front-door"
+    assert status == 200
+    assert one["name"] == "front-door"
 
 
 async def test_unknown_stream_is_404_with_a_clear_message(make_bridge: BridgeFactory) -> None:
@@ -94,7 +95,8 @@ async def test_unknown_stream_is_404_with_a_clear_message(make_bridge: BridgeFac
     assert body["error"] == "unknown stream 'side-gate'"
     assert body["streams"] == ["back-garden", "front-door"]
     code, _, err = await run("ffprobe", "-v", "error", bridge.rtsp_url + "side-gate")
-    assert code != 0 and "404" in err
+    assert code != 0
+    assert "404" in err
 
 
 @pytest.mark.slow
@@ -116,18 +118,21 @@ async def test_auth_is_required_over_http_and_rtsp(make_bridge: BridgeFactory) -
         SKYBELL_BRIDGE_SERVER_USERNAME="admin", SKYBELL_BRIDGE_SERVER_PASSWORD="door-s3cret"
     )
     status, body = await get_json(bridge.http_url + "api/streams")
-    assert status == 401 and body["error"] == "authentication required"
+    assert status == 401
+    assert body["error"] == "authentication required"
     status, _ = await get_json(bridge.http_url + "api/streams", headers=basic("admin", "wrong"))
     assert status == 401
     status, body = await get_json(
         bridge.http_url + "api/streams", headers=basic("admin", "door-s3cret")
     )
-    assert status == 200 and "front-door" in body
+    assert status == 200
+    assert "front-door" in body
     status, _ = await get_json(bridge.http_url + "api/health")
     assert status == 200  # liveness probes need no password
 
     code, _, err = await run("ffprobe", "-v", "error", bridge.rtsp_url + "front-door")
-    assert code != 0 and "401" in err
+    assert code != 0
+    assert "401" in err
     authed = bridge.rtsp_url.replace("rtsp://", "rtsp://admin:door-s3cret@")
     info = await probe(authed + "front-door", "-rtsp_transport", "tcp")
     assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}
@@ -141,14 +146,16 @@ async def test_serve_command_runs_against_the_simulator_with_no_config() -> None
         sys.executable, "-m", "bridge", "serve",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     try:
         lines = [(await asyncio.wait_for(proc.stdout.readline(), 30)).decode() for _ in range(3)]
         assert "2 doorbell(s): front-door, back-garden" in lines[0]
         http_url = lines[1].split()[-1]
         rtsp_url = lines[2].split()[-1].removesuffix("NAME")
         status, body = await get_json(http_url + "api/streams")
-        assert status == 200 and set(body) == {"front-door", "back-garden"}
+        assert status == 200
+        assert set(body) == {"front-door", "back-garden"}
         info = await probe(rtsp_url + "front-door")
         assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}
     finally:
