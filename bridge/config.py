@@ -85,6 +85,9 @@ class StreamSettings:
     # Seconds of encoded media kept per stream: new viewers start from its last keyframe and
     # recordings take their pre-roll from it, so it must exceed the longest pre-roll plus a GOP.
     buffer_seconds: float = field(default=12.0, metadata=_range(2, 120))
+    # Comma-separated addresses WebRTC may offer as host candidates (empty: every interface).
+    # "127.0.0.1" keeps media on loopback, for a doorbell simulated on this machine.
+    ice_host_addresses: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bridge.app import build_app
 from bridge.config import Settings
+from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Session
 from bridge.media.live import open_live_session
 from bridge.rtsp import RtspServer
@@ -54,6 +55,11 @@ class Bridge:
 
     async def start(self) -> None:
         """Find the doorbells, then open the HTTP and RTSP listeners."""
+        hosts = [
+            a.strip() for a in self.settings.streams.ice_host_addresses.split(",") if a.strip()
+        ]
+        if hosts:
+            aiortc_patch.restrict_host_candidates(hosts)
         self.devices = await self.client.devices()
         for device in self.devices:
             self.hub.add(device.id, device.slug, self._connector(device.id))

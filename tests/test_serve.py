@@ -165,3 +165,22 @@ async def test_serve_command_runs_against_the_simulator_with_no_config() -> None
     assert "built-in simulator" in err
     assert "Traceback" not in err
     assert code in (0, 130)
+
+
+@pytest.mark.slow
+async def test_warm_starts_a_stream_without_viewers(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    async with aiohttp.ClientSession() as http:
+        url = bridge.http_url + "api/streams/warm?src=front-door"
+        for junk in ("0", "abc", "99999"):
+            async with http.post(url + f"&seconds={junk}") as resp:
+                assert resp.status == 400
+        async with http.post(url + "&seconds=5") as resp:
+            assert resp.status == 200
+        for _ in range(100):
+            _, body = await get_json(bridge.http_url + "api/streams?src=front-door")
+            if body["state"] == "live":
+                break
+            await asyncio.sleep(0.1)
+        assert body["state"] == "live"
+        assert body["codecs"] == {"video": "h264", "audio": "opus"}

@@ -8,12 +8,14 @@ from typing import Any
 from aiohttp import web
 
 from bridge.media.hub import Stream
-from bridge.routes.common import HUB, find_stream
+from bridge.routes.common import HUB, error, find_stream, stream_from_query
 
 __all__ = ["STREAM_INFO", "setup"]
 
 # Extra per-stream facts (device name, online state, per-output viewer counts) that the app
 # knows and the hub does not; returns a dict merged into the stream's entry.
+_MAX_WARM = 3600.0  # a forgotten warm-up must not hold a doorbell's session for days
+
 STREAM_INFO: web.AppKey[Callable[[Stream], dict[str, Any]]] = web.AppKey("stream_info")
 
 
@@ -38,6 +40,20 @@ async def _streams(request: web.Request) -> web.Response:
     return web.json_response({s.name: _describe(request.app, s) for s in hub.streams})
 
 
+async def _warm(request: web.Request) -> web.Response:
+    """Keep a stream's live session running for ``seconds`` with or without viewers."""
+    stream = stream_from_query(request)
+    try:
+        seconds = float(request.query.get("seconds", "60"))
+    except ValueError:
+        seconds = -1.0
+    if not 1 <= seconds <= _MAX_WARM:
+        raise error(web.HTTPBadRequest, f"seconds must be a number from 1 to {_MAX_WARM:g}")
+    stream.keep_warm(seconds)
+    return web.json_response(_describe(request.app, stream))
+
+
 def setup(app: web.Application) -> None:
-    """Add ``GET /api/streams``."""
+    """Add ``GET /api/streams`` and ``POST /api/streams/warm?src=&seconds=``."""
     app.router.add_get("/api/streams", _streams)
+    app.router.add_post("/api/streams/warm", _warm)
