@@ -1,0 +1,56 @@
+"""Home automations: the SwitchBot API v1.1 client, its errors and its daily call budget."""
+
+from bridge.automation.budget import DAILY_LIMIT, BudgetUsage, CallBudget
+from bridge.automation.switchbot import DEFAULT_API_URL, SwitchBotClient, sign, signed_headers
+from bridge.automation.switchbot_errors import (
+    AutomationError,
+    BudgetExhausted,
+    CommandNotSupported,
+    DeviceNotFound,
+    DeviceOffline,
+    DeviceTypeError,
+    HubOffline,
+    SwitchBotAuthError,
+    SwitchBotBadResponse,
+    SwitchBotError,
+    SwitchBotRateLimited,
+    SwitchBotSystemError,
+    SwitchBotUnavailable,
+)
+from bridge.automation.switchbot_models import (
+    Device,
+    DeviceStatus,
+    Scene,
+    Webhook,
+    find_device,
+    find_scene,
+)
+
+__all__ = [
+    "DAILY_LIMIT",
+    "DEFAULT_API_URL",
+    "AutomationError",
+    "BudgetExhausted",
+    "BudgetUsage",
+    "CallBudget",
+    "CommandNotSupported",
+    "Device",
+    "DeviceNotFound",
+    "DeviceOffline",
+    "DeviceStatus",
+    "DeviceTypeError",
+    "HubOffline",
+    "Scene",
+    "SwitchBotAuthError",
+    "SwitchBotBadResponse",
+    "SwitchBotClient",
+    "SwitchBotError",
+    "SwitchBotRateLimited",
+    "SwitchBotSystemError",
+    "SwitchBotUnavailable",
+    "Webhook",
+    "find_device",
+    "find_scene",
+    "sign",
+    "signed_headers",
+]
