@@ -47,7 +47,7 @@ HUB = "E4B0C1D2A3F4"
 IR_LIGHT = "02-202604121530-48813025"
 PORCH_ON = "T02-202604121530-11112222"
 
-MakeClient = Callable[..., SwitchBotClient]
+MakeSwitchBot = Callable[..., SwitchBotClient]
 
 
 @pytest.fixture
@@ -63,9 +63,9 @@ async def bot_server(
 
 
 @pytest.fixture
-def make_client(
+def make_switchbot(
     bot_server: TestServer, session: aiohttp.ClientSession, clock: FakeClock
-) -> MakeClient:
+) -> MakeSwitchBot:
     def factory(**kwargs: Any) -> SwitchBotClient:
         kwargs.setdefault("base_url", str(bot_server.make_url("/")))
         kwargs.setdefault("token", Secret(DEFAULT_TOKEN))
@@ -80,8 +80,8 @@ def make_client(
 
 
 @pytest.fixture
-def client(make_client: MakeClient) -> SwitchBotClient:
-    return make_client()
+def switchbot(make_switchbot: MakeSwitchBot) -> SwitchBotClient:
+    return make_switchbot()
 
 
 # -- signature -------------------------------------------------------------------------------
@@ -122,8 +122,8 @@ async def test_replayed_request_refused(
 # -- reading ---------------------------------------------------------------------------------
 
 
-async def test_devices_physical_and_infrared(client: SwitchBotClient) -> None:
-    devices = await client.devices()
+async def test_devices_physical_and_infrared(switchbot: SwitchBotClient) -> None:
+    devices = await switchbot.devices()
     by_id = {d.id: d for d in devices}
     assert by_id[BOT].name == "Porch Light Bot"
     assert by_id[BOT].type == "Bot"
@@ -138,82 +138,84 @@ async def test_devices_physical_and_infrared(client: SwitchBotClient) -> None:
     assert find_device(devices, "nothing") is None
 
 
-async def test_scenes(client: SwitchBotClient) -> None:
-    scenes = await client.scenes()
+async def test_scenes(switchbot: SwitchBotClient) -> None:
+    scenes = await switchbot.scenes()
     assert [s.name for s in scenes] == ["Porch light on", "All off"]
     found = find_scene(scenes, PORCH_ON)
     assert found is not None
     assert found.name == "Porch light on"
 
 
-async def test_status(client: SwitchBotClient) -> None:
-    status = await client.status(BOT)
+async def test_status(switchbot: SwitchBotClient) -> None:
+    status = await switchbot.status(BOT)
     assert status.device_id == BOT
     assert status.device_type == "Bot"
     assert status.hub_id == HUB
     assert status.power == "off"
     assert status.battery == 92
     with pytest.raises(DeviceTypeError) as info:
-        await client.status(IR_LIGHT)
+        await switchbot.status(IR_LIGHT)
     assert info.value.status_code == 151
 
 
 # -- acting ----------------------------------------------------------------------------------
 
 
-async def test_execute_scene_recorded(bot_sim: SimSwitchBot, client: SwitchBotClient) -> None:
+async def test_execute_scene_recorded(bot_sim: SimSwitchBot, switchbot: SwitchBotClient) -> None:
     before = time.monotonic()
-    await client.execute_scene(PORCH_ON)
+    await switchbot.execute_scene(PORCH_ON)
     (ran,) = await bot_sim.wait_executed(1)
     assert (ran.kind, ran.target_id, ran.name) == ("scene", PORCH_ON, "Porch light on")
     assert before <= ran.received_at <= time.monotonic()
-    assert (await client.status(BOT)).power == "on"  # the scene drove the Bot
+    assert (await switchbot.status(BOT)).power == "on"  # the scene drove the Bot
 
 
-async def test_command_with_parameter(bot_sim: SimSwitchBot, client: SwitchBotClient) -> None:
-    await client.command(BULB, "setBrightness", 40)
-    await client.command(BULB, "setColor", "255:120:0")
+async def test_command_with_parameter(bot_sim: SimSwitchBot, switchbot: SwitchBotClient) -> None:
+    await switchbot.command(BULB, "setBrightness", 40)
+    await switchbot.command(BULB, "setColor", "255:120:0")
     first, second = await bot_sim.wait_executed(2)
     assert (first.command, first.parameter, first.command_type) == ("setBrightness", 40, "command")
     assert second.parameter == "255:120:0"
-    status = await client.status(BULB)
+    status = await switchbot.status(BULB)
     assert status.values["brightness"] == 40
     assert status.values["color"] == "255:120:0"
-    await client.command(PLUG, "turnOn")
-    assert (await client.status(PLUG)).power == "on"
+    await switchbot.command(PLUG, "turnOn")
+    assert (await switchbot.status(PLUG)).power == "on"
 
 
-async def test_command_errors_are_typed(bot_sim: SimSwitchBot, client: SwitchBotClient) -> None:
+async def test_command_errors_are_typed(bot_sim: SimSwitchBot, switchbot: SwitchBotClient) -> None:
     with pytest.raises(DeviceNotFound, match="152"):
-        await client.command("000000000BAD", "turnOn")
+        await switchbot.command("000000000BAD", "turnOn")
     with pytest.raises(CommandNotSupported, match="160"):
-        await client.command(BOT, "setBrightness", 10)
+        await switchbot.command(BOT, "setBrightness", 10)
     with pytest.raises(CommandNotSupported):
-        await client.command(IR_LIGHT, "Fancy Button", command_type="customize")
+        await switchbot.command(IR_LIGHT, "Fancy Button", command_type="customize")
     with pytest.raises(SwitchBotSystemError, match="190"):
-        await client.command(BULB, "setBrightness", 0)
+        await switchbot.command(BULB, "setBrightness", 0)
     assert bot_sim.calls_to(f"/{BULB}/commands") == 1  # 190 is not retried
     assert bot_sim.executed == []
 
 
-async def test_device_offline_reported_once(bot_sim: SimSwitchBot, client: SwitchBotClient) -> None:
+async def test_device_offline_reported_once(
+    bot_sim: SimSwitchBot, switchbot: SwitchBotClient
+) -> None:
     bot_sim.faults.offline.add(BOT)
     with pytest.raises(DeviceOffline) as info:
-        await client.command(BOT, "turnOn")
+        await switchbot.command(BOT, "turnOn")
     assert info.value.status_code == 161
     assert not info.value.transient
     assert bot_sim.calls_to(f"/{BOT}/commands") == 1
 
 
 async def test_hub_offline_only_hits_its_devices(
-    bot_sim: SimSwitchBot, client: SwitchBotClient
+    bot_sim: SimSwitchBot, switchbot: SwitchBotClient
 ) -> None:
     bot_sim.faults.hubs_offline.add(HUB)
     with pytest.raises(HubOffline, match="171"):
-        await client.command(BOT, "turnOn")
+        await switchbot.command(BOT, "turnOn")
     with pytest.raises(HubOffline):
-        await client.command(IR_LIGHT, "turnOn")
-    await client.command(PLUG, "turnOn")  # on Wi-Fi, no hub in the way
+        await switchbot.command(IR_LIGHT, "turnOn")
+    await switchbot.command(PLUG, "turnOn")  # on Wi-Fi, no hub in the way
     assert bot_sim.calls_to("/commands") == 3
 
 
@@ -221,9 +223,9 @@ async def test_hub_offline_only_hits_its_devices(
 
 
 async def test_bad_secret_is_auth_error_without_retry(
-    bot_sim: SimSwitchBot, make_client: MakeClient
+    bot_sim: SimSwitchBot, make_switchbot: MakeSwitchBot
 ) -> None:
-    client = make_client(secret=Secret("not-the-right-secret"))
+    client = make_switchbot(secret=Secret("not-the-right-secret"))
     with pytest.raises(SwitchBotAuthError) as info:
         await client.scenes()
     assert info.value.http_status == 401
@@ -232,65 +234,67 @@ async def test_bad_secret_is_auth_error_without_retry(
 
 
 async def test_clock_skew_refused(
-    bot_sim: SimSwitchBot, make_client: MakeClient, clock: FakeClock
+    bot_sim: SimSwitchBot, make_switchbot: MakeSwitchBot, clock: FakeClock
 ) -> None:
-    client = make_client(clock=lambda: clock() + 600)  # ten minutes fast
+    client = make_switchbot(clock=lambda: clock() + 600)  # ten minutes fast
     with pytest.raises(SwitchBotAuthError, match="clock"):
         await client.devices()
 
 
-async def test_account_daily_limit_is_401(bot_sim: SimSwitchBot, client: SwitchBotClient) -> None:
+async def test_account_daily_limit_is_401(
+    bot_sim: SimSwitchBot, switchbot: SwitchBotClient
+) -> None:
     bot_sim.faults.daily_limit = 2
-    await client.scenes()
-    await client.scenes()
+    await switchbot.scenes()
+    await switchbot.scenes()
     with pytest.raises(SwitchBotAuthError, match="10,000 calls"):
-        await client.scenes()
+        await switchbot.scenes()
 
 
 # -- transient failures ----------------------------------------------------------------------
 
 
 async def test_server_error_burst_retried(
-    bot_sim: SimSwitchBot, client: SwitchBotClient, caplog: pytest.LogCaptureFixture
+    bot_sim: SimSwitchBot, switchbot: SwitchBotClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bridge.automation")
     bot_sim.faults.server_errors = 2
-    await client.execute_scene(PORCH_ON)
+    await switchbot.execute_scene(PORCH_ON)
     assert bot_sim.calls_to("/execute") == 3
     assert len(bot_sim.executed) == 1
-    assert client.usage().used == 3  # every try spends budget
+    assert switchbot.usage().used == 3  # every try spends budget
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unavailable" in m for m in messages) == 1
     assert sum(" back after " in m for m in messages) == 1
 
 
 async def test_server_error_gives_up_after_attempts(
-    bot_sim: SimSwitchBot, make_client: MakeClient
+    bot_sim: SimSwitchBot, make_switchbot: MakeSwitchBot
 ) -> None:
     bot_sim.faults.server_errors = 10
-    client = make_client(attempts=3)
+    client = make_switchbot(attempts=3)
     with pytest.raises(SwitchBotUnavailable, match="HTTP 500") as info:
         await client.scenes()
     assert info.value.transient
     assert bot_sim.calls_to("/scenes") == 3
 
 
-async def test_rate_limit_retried(bot_sim: SimSwitchBot, client: SwitchBotClient) -> None:
+async def test_rate_limit_retried(bot_sim: SimSwitchBot, switchbot: SwitchBotClient) -> None:
     bot_sim.faults.rate_limited = 1
-    assert len(await client.scenes()) == 2
+    assert len(await switchbot.scenes()) == 2
     assert bot_sim.calls_to("/scenes") == 2
 
 
 async def test_timeout_and_refused_connection_are_transient(
-    bot_sim: SimSwitchBot, make_client: MakeClient
+    bot_sim: SimSwitchBot, make_switchbot: MakeSwitchBot
 ) -> None:
     bot_sim.faults.delay = 0.5
     with pytest.raises(SwitchBotUnavailable, match="in time"):
-        await make_client(timeout=0.1, attempts=1).scenes()
+        await make_switchbot(timeout=0.1, attempts=1).scenes()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    closed = make_client(base_url=f"http://127.0.0.1:{port}", attempts=2)
+    closed = make_switchbot(base_url=f"http://127.0.0.1:{port}", attempts=2)
     with pytest.raises(SwitchBotUnavailable, match="cannot reach"):
         await closed.scenes()
     assert closed.usage().used == 2
@@ -301,14 +305,14 @@ async def test_timeout_and_refused_connection_are_transient(
 
 async def test_budget_warns_then_refuses_without_calling(
     bot_sim: SimSwitchBot,
-    make_client: MakeClient,
+    make_switchbot: MakeSwitchBot,
     clock: FakeClock,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bridge.automation")
     path = tmp_path / "state" / "switchbot-budget.json"
-    client = make_client(budget=CallBudget(5, path=path, clock=clock))
+    client = make_switchbot(budget=CallBudget(5, path=path, clock=clock))
     for _ in range(3):
         await client.scenes()
     assert not caplog.records
@@ -322,7 +326,7 @@ async def test_budget_warns_then_refuses_without_calling(
     assert bot_sim.calls_to("/scenes") == 5  # the refused call never left the bridge
 
     # A restart keeps the count: the file says five calls today.
-    restarted = make_client(budget=CallBudget(5, path=path, clock=clock))
+    restarted = make_switchbot(budget=CallBudget(5, path=path, clock=clock))
     usage = restarted.usage()
     assert (usage.used, usage.limit, usage.remaining) == (5, 5, 0)
     assert usage.resets_at == datetime(2026, 5, 29, tzinfo=UTC)
@@ -350,12 +354,12 @@ def test_unreadable_budget_file_starts_from_zero(tmp_path: Path, clock: FakeCloc
 
 async def test_token_and_secret_never_logged(
     bot_sim: SimSwitchBot,
-    make_client: MakeClient,
+    make_switchbot: MakeSwitchBot,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    client = make_client(budget=CallBudget(7, clock=clock))
+    client = make_switchbot(budget=CallBudget(7, clock=clock))
     errors: list[SwitchBotError] = []
     await client.devices()
     await client.command(BULB, "setBrightness", 50)
@@ -364,7 +368,7 @@ async def test_token_and_secret_never_logged(
     bot_sim.faults.offline.add(BOT)
     for call in (
         client.command(BOT, "turnOn"),
-        make_client(secret=Secret("wrong-secret-value")).scenes(),
+        make_switchbot(secret=Secret("wrong-secret-value")).scenes(),
         client.scenes(),
         client.scenes(),
         client.scenes(),
@@ -384,18 +388,31 @@ async def test_token_and_secret_never_logged(
 # -- webhooks --------------------------------------------------------------------------------
 
 
-async def test_webhook_round_trip(bot_sim: SimSwitchBot, client: SwitchBotClient) -> None:
+async def test_webhook_round_trip(bot_sim: SimSwitchBot, switchbot: SwitchBotClient) -> None:
     url = "http://127.0.0.1:8123/api/switchbot/events"
-    await client.setup_webhook(url)
-    assert await client.webhook_urls() == [url]
-    (hook,) = await client.webhook_details([url])
+    await switchbot.setup_webhook(url)
+    assert await switchbot.webhook_urls() == [url]
+    (hook,) = await switchbot.webhook_details([url])
     assert (hook.url, hook.device_list, hook.enabled) == (url, "ALL", True)
     assert hook.created_at is not None
-    await client.update_webhook(url, enable=False)
-    (hook,) = await client.webhook_details([url])
+    await switchbot.update_webhook(url, enable=False)
+    (hook,) = await switchbot.webhook_details([url])
     assert not hook.enabled
-    await client.delete_webhook(url)
-    assert await client.webhook_urls() == []
+    await switchbot.delete_webhook(url)
+    assert await switchbot.webhook_urls() == []
     with pytest.raises(SwitchBotSystemError):
-        await client.delete_webhook(url)
+        await switchbot.delete_webhook(url)
     assert bot_sim.webhooks == {}
+
+
+async def test_sim_control_over_http(
+    bot_server: TestServer, session: aiohttp.ClientSession, switchbot: SwitchBotClient
+) -> None:
+    async with session.post(bot_server.make_url("/_sim/faults"), json={"offline": [BOT]}) as resp:
+        assert (await resp.json())["offline"] == [BOT]
+    with pytest.raises(DeviceOffline):
+        await switchbot.command(BOT, "turnOn")
+    await switchbot.command(PLUG, "toggle")
+    async with session.get(bot_server.make_url("/_sim/executed")) as resp:
+        (ran,) = await resp.json()
+    assert (ran["target_id"], ran["command"]) == (PLUG, "toggle")
