@@ -38,6 +38,7 @@ __all__ = [
 
 DEFAULT_TOKEN = "sim0switchbot0token0c8e4f1d2b7a9e3f5d6c0b1a2e8f7d9c4b3a"  # noqa: S105 - demo
 DEFAULT_SECRET = "sim0secret0a1b2c3d4e5f"  # noqa: S105 - the simulator's published demo secret
+_API = "/v1.1"
 T_WINDOW_MS = 5 * 60 * 1000  # how far a request's t may be from the sim's clock
 _NO_HUB = "000000000000"
 _HUB = "E4B0C1D2A3F4"
@@ -213,7 +214,7 @@ class SimSwitchBot:
     def app(self) -> web.Application:
         """The aiohttp application: API under ``/v1.1``, control under ``/_sim``."""
         app = web.Application(middlewares=[self._record_mw, self._auth_mw])
-        p = "/v1.1"
+        p = _API
         app.add_routes(
             [
                 web.get(p + "/devices", self._devices),
@@ -253,7 +254,7 @@ class SimSwitchBot:
             response = await handler(request)
         except web.HTTPException as err:
             response = err
-        if not request.path.startswith("/_sim"):
+        if _is_api(request):
             self.calls.append(Call(request.method, request.path, response.status))
         if isinstance(response, web.HTTPException):
             raise response
@@ -261,8 +262,8 @@ class SimSwitchBot:
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/_sim"):
-            return await handler(request)
+        if not _is_api(request):
+            return await handler(request)  # control routes are not signed
         if not self._signed(request):
             return _bare(401, "Unauthorized")
         if self._over_daily_limit():
@@ -441,6 +442,12 @@ class SimSwitchBot:
 
     async def _get_executed(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(e) for e in self.executed])
+
+
+def _is_api(request: web.Request) -> bool:
+    # A substring test, so the app also works mounted under a prefix (add_subapp) next to the
+    # simulated SkyBell cloud in a standalone simulator.
+    return f"{_API}/" in request.path
 
 
 def _apply(device: SimSwitchDevice, command: str, parameter: Any) -> bool:
