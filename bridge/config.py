@@ -98,6 +98,24 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class SwitchBotSettings:
+    """The SwitchBot account that rules drive (API v1.1)."""
+
+    token: Secret | None = None
+    secret: Secret | None = None
+    api_url: str = "https://api.switch-bot.com"
+    # SwitchBot allows 10,000 calls a day per token; other apps on the token share it.
+    daily_limit: int = field(default=10_000, metadata=_range(1))
+    # Where the day's call count is kept across restarts (default: beside the clips index).
+    budget_path: Path | None = None
+
+    @property
+    def configured(self) -> bool:
+        """True when both the token and the secret are set."""
+        return self.token is not None and self.secret is not None
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """Log format and verbosity."""
 
@@ -113,6 +131,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     streams: StreamSettings = field(default_factory=StreamSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -274,6 +293,10 @@ def _check_cross_field(settings: Settings) -> None:
         raise ConfigError(
             missing, "email and password go together; set both, or set skybell.api_key"
         )
+    sw = settings.switchbot
+    if (sw.token is None) != (sw.secret is None):
+        missing = "switchbot.secret" if sw.token else "switchbot.token"
+        raise ConfigError(missing, "the SwitchBot token and secret go together; set both")
     srv = settings.server
     if srv.password and not srv.username:
         raise ConfigError(
