@@ -1,0 +1,21 @@
+"""MJPEG and JPEG snapshots: a lazy H.264 decoder per stream, run only while pictures are wanted.
+
+``MjpegService`` is the only entry point the app needs. It takes hub streams and an optional
+``Fallback`` (device id -> JPEG, wired to the SkyBell cloud's snapshot by the routes), so this
+package depends on ``bridge.media`` and nothing above it.
+"""
+
+from .decoder import SnapshotSource, SnapshotUnavailable, Viewer
+from .options import FrameSpec, MjpegOptions
+from .service import Fallback, MjpegService, Snapshot
+
+__all__ = [
+    "Fallback",
+    "FrameSpec",
+    "MjpegOptions",
+    "MjpegService",
+    "Snapshot",
+    "SnapshotSource",
+    "SnapshotUnavailable",
+    "Viewer",
+]

@@ -1,0 +1,312 @@
+"""MJPEG and JPEG snapshots through HTTP on 127.0.0.1: aiohttp's multipart reader, ffmpeg, and the
+cloud snapshot as the fallback when the live view fails."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from bridge.errors import CloudConnectionError
+from bridge.media.hub import Hub, Session, Stream
+from bridge.mjpeg import Fallback, MjpegOptions, MjpegService
+from bridge.routes.mjpeg import MJPEG, SOURCE_HEADER, cloud_fallback, setup
+from bridge.sim.cloud import SimCloud
+
+from .app_util import make_app
+from .conftest import ClientFactory
+from .fake_doorbell import HEIGHT, WIDTH, Connector, make_stream, run
+
+FRONT = "0579ce92-72a5-4b1f-8191-e360876705c3"  # a device of the simulated cloud
+
+
+@dataclass
+class Rig:
+    client: TestClient[Any, Any]
+    hub: Hub
+    stream: Stream
+
+    @property
+    def service(self) -> MjpegService:
+        return self.client.app[MJPEG]
+
+    def stats(self) -> dict[str, Any]:
+        return self.service.stats()[self.stream.name]
+
+    def url(self, path: str, **query: Any) -> str:
+        params = "&".join(f"{k}={v}" for k, v in {"src": self.stream.name, **query}.items())
+        return str(self.client.make_url(f"{path}?{params}"))
+
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+class FailingConnector:
+    """A doorbell whose live view never starts (the cloud refuses the connection)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> Session:
+        self.calls += 1
+        raise CloudConnectionError("connection refused")
+
+
+@pytest.fixture
+async def make_rig(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+) -> AsyncIterator[RigFactory]:
+    hubs: list[Hub] = []
+
+    async def factory(
+        connector: Any = None, fallback: Fallback | None = None, **options: Any
+    ) -> Rig:
+        if isinstance(connector, FailingConnector):
+            hub = Hub(backoff=(0.05, 0.2), idle_timeout=5.0)
+            stream = hub.add(FRONT, "front-door", connector)
+        else:
+            hub, stream = make_stream(connector or Connector())
+        hubs.append(hub)
+        opts = MjpegOptions(**options)
+
+        def wire(app: web.Application) -> None:
+            setup(app, opts, fallback)
+
+        client = await aiohttp_client(make_app(hub, wire))
+        return Rig(client, hub, stream)
+
+    yield factory
+    for hub in hubs:
+        await hub.close()
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """Decode a JPEG for real and return its size."""
+    assert data[:2] == b"\xff\xd8"
+    with av.open(io.BytesIO(data), "r") as container:
+        frame = next(container.decode(video=0))
+        assert container.streams.video[0].codec_context.name == "mjpeg"
+    return frame.width, frame.height
+
+
+async def read_parts(resp: aiohttp.ClientResponse, count: int) -> list[bytes]:
+    """``count`` parts of a multipart/x-mixed-replace response, checking each part's headers."""
+    reader = aiohttp.MultipartReader.from_response(resp)
+    parts = []
+    for _ in range(count):
+        part = await asyncio.wait_for(reader.next(), 10)
+        assert isinstance(part, aiohttp.BodyPartReader)
+        assert part.headers["Content-Type"] == "image/jpeg"
+        body = await part.read()
+        assert len(body) == int(part.headers["Content-Length"])
+        parts.append(bytes(body))
+    return parts
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition the code under test reaches asynchronously."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - the state belongs to the code under test
+            await asyncio.sleep(0.05)
+
+
+async def snapshot(rig: Rig, **query: Any) -> tuple[str, tuple[int, int]]:
+    async with rig.client.session.get(rig.url("/api/frame.jpeg", **query)) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "image/jpeg"
+        return resp.headers[SOURCE_HEADER], jpeg_size(await resp.read())
+
+
+# -- MJPEG ---------------------------------------------------------------------------------------
+
+
+async def test_mjpeg_parts_are_real_jpegs_and_the_decoder_stops_after(make_rig: RigFactory) -> None:
+    rig = await make_rig(fps=15)
+    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "multipart/x-mixed-replace"
+        assert "no-cache" in resp.headers["Cache-Control"]
+        parts = await read_parts(resp, 6)
+        assert rig.stats()["viewers"] == 1
+        assert rig.stats()["decoding"] == "all"
+    assert {jpeg_size(p) for p in parts} == {(WIDTH, HEIGHT)}
+    assert len(set(parts)) == 6  # a moving picture, not one frame repeated
+    # The viewer left: the decoder's subscription goes, so the hub may go idle.
+    await wait_for(lambda: not rig.stream.subscribers)
+    assert rig.stats()["decoding"] == "off"
+    assert rig.stats()["viewers"] == 0
+
+
+async def test_ffmpeg_reads_the_mjpeg_url(make_rig: RigFactory, tmp_path: Path) -> None:
+    rig = await make_rig()
+    code, _, err = await run(
+        "ffmpeg", "-v", "error", "-f", "mpjpeg", "-i", rig.url("/api/stream.mjpeg", width=80),
+        "-frames:v", "5", "-c", "copy", str(tmp_path / "frame%d.jpg"),
+    )  # fmt: skip
+    assert code == 0, err
+    frames = await asyncio.to_thread(lambda: [f.read_bytes() for f in tmp_path.glob("*.jpg")])
+    assert len(frames) == 5
+    assert {jpeg_size(f) for f in frames} == {(80, 64)}
+    await wait_for(lambda: not rig.stream.subscribers)
+
+
+async def test_ten_viewers_share_one_encoder(make_rig: RigFactory) -> None:
+    rig = await make_rig()  # default 10 fps from a 15 fps source
+    url = rig.url("/api/stream.mjpeg")
+    responses = [await rig.client.session.get(url) for _ in range(10)]
+    try:
+        await wait_for(lambda: rig.stats()["viewers"] == 10)
+        before = rig.stats()
+        seen = await asyncio.gather(*(read_parts(r, 8) for r in responses))
+        after = rig.stats()
+    finally:
+        for r in responses:
+            r.close()
+    assert after["outputs"] == 1
+    assert after["encoders"] == 1
+    decoded = after["frames_decoded"] - before["frames_decoded"]
+    encoded = after["frames_encoded"] - before["frames_encoded"]
+    assert 0 < encoded <= decoded  # once per frame for all ten, never once per viewer
+    # Every viewer got the very same bytes for the same frame.
+    counts = Counter(jpeg for parts in seen for jpeg in set(parts))
+    assert counts.most_common(1)[0][1] == 10
+    await wait_for(lambda: not rig.stream.subscribers)
+    assert rig.stats()["encoders"] == 0
+
+
+async def test_fps_cap_encodes_only_the_frames_due(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    async with rig.client.session.get(rig.url("/api/stream.mjpeg", fps=5)) as resp:
+        await read_parts(resp, 1)
+        before = rig.stats()
+        parts = await read_parts(resp, 6)
+        after = rig.stats()
+    decoded = after["frames_decoded"] - before["frames_decoded"]
+    encoded = after["frames_encoded"] - before["frames_encoded"]
+    # Every frame is decoded (P-frames need their references), a third of them encoded.
+    assert len(parts) == 6
+    assert encoded >= 6
+    assert decoded >= 2 * encoded
+
+
+async def test_mjpeg_with_no_picture_is_503_and_shutdown_ends_viewers(
+    make_rig: RigFactory,
+) -> None:
+    dead = await make_rig(FailingConnector(), snapshot_timeout=0.5)
+    async with dead.client.session.get(dead.url("/api/stream.mjpeg")) as resp:
+        assert resp.status == 503
+        assert "no picture" in (await resp.json())["error"]
+    assert not dead.stream.subscribers
+
+    rig = await make_rig()
+    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+        await read_parts(resp, 1)
+        await rig.service.close()
+        await asyncio.wait_for(resp.read(), 10)  # the response ends instead of hanging
+    await rig.service.close()  # idempotent
+    await wait_for(lambda: not rig.stream.subscribers)
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+
+async def test_snapshot_live_then_cache_and_resized(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    assert await snapshot(rig) == ("live", (WIDTH, HEIGHT))
+    assert await snapshot(rig) == ("cache", (WIDTH, HEIGHT))
+    assert await snapshot(rig, width=80) == ("cache", (80, 64))
+    assert await snapshot(rig, height=64) == ("cache", (80, 64))
+    assert await snapshot(rig, width=100, height=40) == ("cache", (50, 40))
+    assert await snapshot(rig, width=5000) == ("cache", (WIDTH, HEIGHT))  # never upscaled
+    assert await snapshot(rig, w=41) == ("cache", (40, 32))  # go2rtc's short names; even sides
+    assert rig.service.stats()["front-door"]["snapshots"] == {"live": 1, "cache": 6}
+    # Snapshots decode keyframes only, and leave no subscription behind.
+    assert rig.stats()["frames_decoded"] <= 2
+    assert not rig.stream.subscribers
+
+
+async def test_snapshot_size_cap_and_stale_picture(make_rig: RigFactory) -> None:
+    rig = await make_rig(width=100, snapshot_max_age=0.3)
+    assert await snapshot(rig) == ("live", (100, 80))
+    await asyncio.sleep(0.5)
+    # Too old now: the next keyframe is decoded (the hub kept the session warm meanwhile).
+    assert await snapshot(rig, width=120) == ("live", (100, 80))
+    assert rig.service.stats()["front-door"]["snapshots"] == {"live": 2}
+    assert not rig.stream.subscribers
+
+
+async def test_snapshot_while_watching_comes_from_the_running_decoder(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig()
+    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+        await read_parts(resp, 2)
+        assert await snapshot(rig, width=80) == ("cache", (80, 64))
+        assert rig.stats()["viewers"] == 1
+
+
+async def test_cloud_snapshot_when_the_live_view_fails(
+    make_rig: RigFactory, make_client: ClientFactory, sim: SimCloud
+) -> None:
+    connector = FailingConnector()
+    rig = await make_rig(connector, cloud_fallback(make_client()))
+    assert await snapshot(rig) == ("cloud", (640, 360))
+    assert await snapshot(rig, width=320) == ("cloud", (320, 180))
+    assert connector.calls >= 1
+    sim.faults.unreachable.add(FRONT)
+    async with rig.client.session.get(rig.url("/api/frame.jpeg")) as resp:
+        assert resp.status == 502
+        message = (await resp.json())["error"]
+    assert "cloud snapshot failed" in message
+    assert "connection refused" in message or "failing" in message
+
+
+async def test_no_fallback_is_503(make_rig: RigFactory) -> None:
+    rig = await make_rig(FailingConnector(), snapshot_timeout=5)
+    async with rig.client.session.get(rig.url("/api/frame.jpeg")) as resp:
+        assert resp.status == 503
+        assert "live view" in (await resp.json())["error"]
+
+
+# -- bad requests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/frame.jpeg", "/api/stream.mjpeg"])
+async def test_unknown_stream_and_junk_queries(make_rig: RigFactory, path: str) -> None:
+    rig = await make_rig()
+    async with rig.client.session.get(rig.client.make_url(f"{path}?src=nope")) as resp:
+        assert resp.status == 404
+        body = await resp.json()
+        assert body["streams"] == ["front-door"]
+    async with rig.client.session.get(rig.client.make_url(path)) as resp:
+        assert resp.status == 400
+    for junk in (
+        {"fps": "abc"},
+        {"width": "-5"},
+        {"height": "0"},
+        {"width": "nan"},
+        {"fps": "inf"},
+    ):
+        async with rig.client.session.get(rig.url(path, **junk)) as resp:
+            assert resp.status == 400, junk
+            assert "must be a positive number" in (await resp.json())["error"]
+    assert not rig.stream.subscribers
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="quality"):
+        MjpegOptions(quality=1)
+    with pytest.raises(ValueError, match="fps"):
+        MjpegOptions(fps=0)
+    spec = MjpegOptions(fps=10, width=640).spec(fps=1000, width=10_000, height=1)
+    assert (spec.fps, spec.width, spec.height) == (30, 640, 16)
