@@ -1,0 +1,110 @@
+"""``POST /api/webrtc?src=NAME``: a viewer's SDP offer in, the answer out.
+
+Two request forms, as go2rtc accepts them:
+
+* WHEP: an ``application/sdp`` body gets ``201 Created`` with the answer as ``application/sdp``
+  and a ``Location`` naming the session; ``DELETE`` on that location ends it. aiortc does not
+  trickle, so there is no PATCH: the answer already holds every candidate (aiohttp says 405).
+* go2rtc's JSON: ``{"type": "offer", "sdp": ...}`` gets ``{"type": "answer", "sdp": ...}``;
+  such a session ends when the peer goes away.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from bridge.media.hub import Stream
+from bridge.media.webrtc_source import choose_ice_servers
+from bridge.routes.common import error, stream_from_query
+from bridge.webrtc import (
+    OfferError,
+    SessionLimitError,
+    StreamUnavailable,
+    WebRtcOutput,
+    WebRtcSession,
+)
+
+__all__ = ["WEBRTC", "setup", "stream_stats"]
+
+WEBRTC = web.AppKey("webrtc", WebRtcOutput)
+_SESSION_ROUTE = "webrtc-session"
+_JSON_FORM = 'expected {"type": "offer", "sdp": "..."}'
+
+
+async def _create(output: WebRtcOutput, stream: Stream, sdp: str) -> tuple[WebRtcSession, str]:
+    try:
+        return await output.create(stream, sdp)
+    except OfferError as err:
+        raise error(web.HTTPBadRequest, str(err)) from err
+    except (SessionLimitError, StreamUnavailable) as err:
+        unavailable = error(web.HTTPServiceUnavailable, str(err))
+        unavailable.headers["Retry-After"] = "5"
+        raise unavailable from err
+
+
+async def _offer(request: web.Request) -> web.Response:
+    stream = stream_from_query(request)
+    output = request.app[WEBRTC]
+    try:
+        body = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(web.HTTPBadRequest, "the body is not UTF-8 text") from err
+    kind = request.content_type
+    if kind == "application/json" or (kind != "application/sdp" and body.lstrip()[:1] == "{"):
+        try:
+            message = json.loads(body)
+        except ValueError as err:
+            raise error(web.HTTPBadRequest, f"the body is not JSON: {err}") from err
+        if (
+            not isinstance(message, dict)
+            or message.get("type") != "offer"
+            or not isinstance(message.get("sdp"), str)
+        ):
+            raise error(web.HTTPBadRequest, _JSON_FORM)
+        _session, answer = await _create(output, stream, message["sdp"])
+        return web.json_response({"type": "answer", "sdp": answer})
+    session, answer = await _create(output, stream, body)
+    location = request.app.router[_SESSION_ROUTE].url_for(session_id=session.id)
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": str(location)},
+    )
+
+
+async def _delete(request: web.Request) -> web.Response:
+    if not await request.app[WEBRTC].end(request.match_info["session_id"]):
+        raise error(web.HTTPNotFound, "no such WebRTC session (it may have ended already)")
+    return web.Response(status=200)
+
+
+def stream_stats(app: web.Application, stream: Stream) -> dict[str, Any]:
+    """``{"webrtc": ...}`` for the status API: sessions, their state, whether audio is relayed."""
+    output = app.get(WEBRTC)
+    return {"webrtc": output.stats(stream)} if output is not None else {}
+
+
+def setup(
+    app: web.Application,
+    *,
+    max_sessions_per_stream: int = 10,
+    ice_servers: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """Add the WebRTC offer and session routes; ``ice_servers`` is browser-style (LAN: none)."""
+    output = WebRtcOutput(
+        max_sessions_per_stream=max_sessions_per_stream,
+        ice_servers=choose_ice_servers(ice_servers),
+    )
+    app[WEBRTC] = output
+    app.router.add_post("/api/webrtc", _offer)
+    app.router.add_delete("/api/webrtc/session/{session_id}", _delete, name=_SESSION_ROUTE)
+
+    async def close(_app: web.Application) -> None:
+        await output.close()
+
+    app.on_cleanup.append(close)

@@ -1,0 +1,116 @@
+"""Every WebRTC viewer of every stream: created under a per-stream cap, found by id, closed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiortc import RTCIceServer
+
+from bridge.media.hub import Stream
+
+from .errors import SessionLimitError, StreamUnavailable
+from .offer import parse_offer
+from .session import KeyframeGate, WebRtcSession
+
+__all__ = ["WebRtcOutput"]
+
+logger = logging.getLogger(__name__)
+
+
+class WebRtcOutput:
+    """Creates, finds and ends viewer sessions; the HTTP glue's only entry point."""
+
+    def __init__(
+        self,
+        *,
+        max_sessions_per_stream: int = 10,
+        ice_servers: Sequence[RTCIceServer] = (),
+        keyframe_timeout: float = 20.0,
+        keyframe_interval: float = 1.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.max_sessions_per_stream = max_sessions_per_stream
+        # Empty by default: viewers are on the LAN, and aiortc would otherwise add Google STUN.
+        self._ice_servers = list(ice_servers)
+        self._keyframe_timeout = keyframe_timeout
+        self._keyframe_interval = keyframe_interval
+        self._connect_timeout = connect_timeout
+        self._sessions: dict[str, WebRtcSession] = {}
+        self._gates: dict[Stream, KeyframeGate] = {}
+        self._closed = False
+
+    async def create(self, stream: Stream, offer_sdp: str) -> tuple[WebRtcSession, str]:
+        """Answer a viewer's offer for ``stream``: (session, answer SDP with all candidates).
+
+        Raises OfferError (bad or unsuitable offer), SessionLimitError, StreamUnavailable.
+        """
+        if self._closed:
+            raise StreamUnavailable("the bridge is shutting down")
+        offer = parse_offer(offer_sdp)  # before subscribing: junk must not wake a doorbell
+        count = len(self.sessions(stream))
+        if count >= self.max_sessions_per_stream:
+            raise SessionLimitError(
+                f"stream {stream.name} already has {count} WebRTC viewers "
+                f"(limit {self.max_sessions_per_stream})"
+            )
+        gate = self._gates.get(stream)
+        if gate is None:
+            gate = self._gates[stream] = KeyframeGate(stream, self._keyframe_interval)
+        session = WebRtcSession(
+            stream,
+            gate,
+            ice_servers=self._ice_servers,
+            keyframe_timeout=self._keyframe_timeout,
+            connect_timeout=self._connect_timeout,
+            on_closed=self._forget,
+        )
+        # Registered before the first await, so concurrent offers count against the cap.
+        self._sessions[session.id] = session
+        try:
+            answer = await session.negotiate(offer)
+        except BaseException:
+            await session.close("negotiation failed")
+            raise
+        return session, answer
+
+    def get(self, session_id: str) -> WebRtcSession | None:
+        """The live session with this id."""
+        return self._sessions.get(session_id)
+
+    async def end(self, session_id: str) -> bool:
+        """End a session (the viewer said goodbye); False if there is no such session."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        await session.close("ended by the viewer")
+        return True
+
+    def sessions(self, stream: Stream | None = None) -> list[WebRtcSession]:
+        """Live sessions, of one stream or all."""
+        return [s for s in self._sessions.values() if stream is None or s.stream is stream]
+
+    def _forget(self, session: WebRtcSession) -> None:
+        self._sessions.pop(session.id, None)
+        if not self.sessions(session.stream):
+            self._gates.pop(session.stream, None)
+
+    def stats(self, stream: Stream) -> dict[str, Any]:
+        """Viewer sessions of ``stream``: count, limit, and each one's state and audio."""
+        gate = self._gates.get(stream)
+        return {
+            "sessions": len(self.sessions(stream)),
+            "limit": self.max_sessions_per_stream,
+            "keyframes_forwarded": gate.forwarded if gate else 0,
+            "viewers": [s.stats() for s in self.sessions(stream)],
+        }
+
+    async def close(self) -> None:
+        """End every session; safe to call twice."""
+        self._closed = True
+        sessions = list(self._sessions.values())
+        if sessions:
+            logger.info("closing %d WebRTC session(s)", len(sessions))
+        await asyncio.gather(*(s.close("shutting down") for s in sessions))
