@@ -22,6 +22,7 @@ from bridge.sim.cloud import SimCloud, SimDevice
 from bridge.sim.doorbell import SimDoorbellPeer, SimMediaSettings
 from bridge.sim.kvs import SimKvs
 from bridge.sim.kvs_master import SimKvsMaster, master_url_factory
+from bridge.sim.press import PressRecord, SimPresser
 
 __all__ = ["SimDoorbell", "SimWorld"]
 
@@ -126,6 +127,8 @@ class SimWorld:
         self._runner: web.AppRunner | None = None
         self.cloud.live_provider = self._live_call
         self.cloud.on_live_stop = self._live_stop
+        # Presses: set presser.udp_target (e.g. ("127.0.0.1", 5000)) to send the UDP packets.
+        self.presser = SimPresser(self.cloud, lambda: self.http)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -138,7 +141,12 @@ class SimWorld:
         app = self.cloud.app()
         self.kvs.setup(app)
         app.router.add_post("/_sim/extra_ice", self._set_extra_ice)
+        self.presser.setup(app)
         return app
+
+    async def press(self, device: str, event: str = "doorbell") -> PressRecord:
+        """Press a doorbell (or trigger motion): UDP packet, cloud activity, webhooks."""
+        return await self.presser.press(device, event)
 
     async def _set_extra_ice(self, request: web.Request) -> web.Response:
         body = await request.json()

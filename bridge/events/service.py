@@ -1,0 +1,152 @@
+"""Everything behind the event feed, owned in one place: devices, bus, log, UDP and polling.
+
+The webhook receiver (``bridge.routes.events``) publishes into ``service.bus`` too; rules subscribe
+to it. ``start()`` and ``close()`` bring the parts up and down in order: the log before anything
+can publish, and on the way down the sources first, then the bus (which lets the log write what
+is queued), then the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.events.bus import EventBus, Published, Subscription
+from bridge.events.log import EventLog
+from bridge.redact import Secret
+from bridge.skybell.client import SkyBellClient
+from bridge.skybell.directory import DeviceDirectory
+from bridge.skybell.events import Event
+from bridge.skybell.models import Device
+from bridge.skybell.poller import ActivityPoller
+from bridge.skybell.triggers import DEFAULT_HEADER
+from bridge.skybell.udp import TOKENS, UdpListener
+
+__all__ = ["EventOptions", "EventService"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventOptions:
+    """The ``[events]`` settings, field for field."""
+
+    webhook_secret: Secret | None = None
+    webhook_header: str = DEFAULT_HEADER
+    webhook_max_bytes: int = 65536  # SkyBell's largest payloads (with a preview) are ~25 kB
+    udp_enabled: bool = False
+    udp_host: str = "0.0.0.0"
+    udp_port: int = 5000
+    udp_button_token: str = ""  # empty: the token from SkyBell's documentation
+    udp_motion_token: str = ""
+    poll_enabled: bool = True
+    poll_interval: float = 10.0
+    poll_max_backoff: float = 300.0
+    poll_backfill: float = 0.0  # seconds before start whose activities are still reported
+    dedup_window: float = 5.0
+    log_max_age_days: float = 30.0
+    log_max_rows: int = 100_000
+
+    def udp_tokens(self) -> dict[str, str]:
+        """The token table with any configured overrides."""
+        tokens = dict(TOKENS)
+        for kind, token in (("doorbell", self.udp_button_token), ("motion", self.udp_motion_token)):
+            if token:
+                tokens = {t: k for t, k in tokens.items() if k != kind}
+                tokens[token] = kind
+        return tokens
+
+
+class EventService:
+    """Owns the device directory, the bus, the log and the UDP and polling sources."""
+
+    def __init__(
+        self,
+        client: SkyBellClient | None,
+        devices: Iterable[Device],
+        options: EventOptions | None = None,
+        *,
+        log_path: Path | None = None,
+    ) -> None:
+        self.options = options = options or EventOptions()
+        self.directory = DeviceDirectory(
+            devices, refresh=client.devices if client is not None else None
+        )
+        self.bus = EventBus(window=options.dedup_window)
+        self.log: EventLog | None = None
+        if log_path is not None:
+            self.log = EventLog(
+                log_path,
+                max_age=options.log_max_age_days * 86400,
+                max_rows=options.log_max_rows,
+            )
+        self.udp: UdpListener | None = None
+        if options.udp_enabled:
+            self.udp = UdpListener(
+                self.directory,
+                self.publish,
+                host=options.udp_host,
+                port=options.udp_port,
+                tokens=options.udp_tokens(),
+            )
+        self.poller: ActivityPoller | None = None
+        if options.poll_enabled and client is not None:
+            self.poller = ActivityPoller(
+                client,
+                self.directory,
+                self.publish,
+                interval=options.poll_interval,
+                max_backoff=options.poll_max_backoff,
+                backfill=options.poll_backfill,
+            )
+        self._log_sub: Subscription | None = None
+        self._started = False
+        self._closed = False
+
+    def publish(self, event: Event) -> Published:
+        """Hand an event to the bus (dedup, log, subscribers)."""
+        return self.bus.publish(event)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the bus and the sources, for ``/api/events/stats``."""
+        out: dict[str, Any] = {"bus": self.bus.stats()}
+        if self.udp is not None:
+            out["udp"] = {"port": self.udp.port, **self.udp.counts}
+        if self.poller is not None:
+            out["poll"] = {
+                "available": self.poller.available,
+                "failures": self.poller.failures,
+                "published": self.poller.published,
+            }
+        return out
+
+    async def start(self) -> None:
+        """Open the log, then start listening and polling; safe to call twice."""
+        if self._started:
+            return
+        self._started = True
+        if self.log is not None:
+            await self.log.open()
+            self._log_sub = self.bus.subscribe(
+                "event-log", self.log.add, on_update=self.log.update, max_queue=4096
+            )
+        if self.udp is not None:
+            await self.udp.start()
+        if self.poller is not None:
+            self.poller.start()
+
+    async def close(self) -> None:
+        """Stop the sources, drain the bus into the log, close the log; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.poller is not None:
+            await self.poller.close()
+        if self.udp is not None:
+            await self.udp.close()
+        await self.bus.close()
+        if self.log is not None:
+            await self.log.close()
