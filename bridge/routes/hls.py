@@ -1,0 +1,143 @@
+"""HTTP glue for HLS / LL-HLS (``bridge.hls``).
+
+URLs (all GET; ``src`` names the stream, by name or device id, and rides along in every URL so
+the relative URIs resolve behind a reverse proxy with any path prefix):
+
+- ``/api/stream.m3u8?src=NAME`` (go2rtc's path): a multivariant playlist with CODECS and
+  RESOLUTION, pointing at ``hls/live.m3u8?src=NAME``. Add ``&ll=0`` to point it at the plain
+  playlist instead.
+- ``/api/hls/live.m3u8?src=NAME``: the media playlist. Low-latency by default (parts, preload
+  hint, blocking reload with ``_HLS_msn``/``_HLS_part``); players that do not speak LL-HLS ignore
+  those tags and play the full segments. ``&ll=0`` gives a plain playlist (full segments only),
+  for strict or old clients; ffmpeg plays either with ``-c copy``.
+- ``/api/hls/{session}/init-{V}.mp4``, ``seg-{N}.m4s``, ``part-{N}.{I}.m4s`` (each with
+  ``?src=NAME``): the init section, segments and parts. ``session`` changes whenever the packager
+  restarts, so a cached segment of an earlier run is never mistaken for a new one.
+
+Playlists are ``no-cache``; media is immutable under its URL and cacheable for a minute.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from bridge.hls import BadRequest, HlsPackager, HlsRegistry, NotAvailable, parse_blocking
+from bridge.routes.common import error, stream_from_query
+
+__all__ = ["HLS", "setup"]
+
+HLS = web.AppKey("hls", HlsRegistry)
+
+_PLAYLIST = "application/vnd.apple.mpegurl"
+_NO_CACHE = {"Cache-Control": "no-cache"}
+_CACHEABLE = {"Cache-Control": "public, max-age=60"}
+_SESSION = r"{session:[0-9a-f]{1,32}}"
+
+
+def setup(
+    app: web.Application,
+    *,
+    idle_timeout: float = 30.0,
+    segment_target: float = 2.0,
+    part_target: float = 0.3,
+    window: int = 7,
+) -> None:
+    """Add the HLS routes; packagers start on the first request and stop when idle."""
+    registry = HlsRegistry(
+        idle_timeout=idle_timeout,
+        segment_target=segment_target,
+        part_target=part_target,
+        window=window,
+    )
+    app[HLS] = registry
+    app.router.add_get("/api/stream.m3u8", _multivariant)
+    app.router.add_get("/api/hls/live.m3u8", _media_playlist)
+    app.router.add_get(f"/api/hls/{_SESSION}/init-{{version:\\d+}}.mp4", _init)
+    app.router.add_get(f"/api/hls/{_SESSION}/seg-{{msn:\\d+}}.m4s", _segment)
+    app.router.add_get(f"/api/hls/{_SESSION}/part-{{msn:\\d+}}.{{part:\\d+}}.m4s", _part)
+
+    async def close(app: web.Application) -> None:
+        await registry.close()
+
+    app.on_cleanup.append(close)
+
+
+def _src_query(request: web.Request, *, plain: bool = False) -> str:
+    params = {"src": request.query.get("src", "")}
+    if plain:
+        params["ll"] = "0"
+    return "?" + urlencode(params)
+
+
+def _low_latency(request: web.Request) -> bool:
+    return request.query.get("ll", "1").lower() not in ("0", "false", "no", "off")
+
+
+def _unavailable(err: NotAvailable) -> web.HTTPException:
+    exc = error(web.HTTPServiceUnavailable, str(err))
+    exc.headers["Retry-After"] = "1"
+    exc.headers.update(_NO_CACHE)
+    return exc
+
+
+def _playlist(text: str) -> web.Response:
+    return web.Response(text=text, content_type=_PLAYLIST, headers=_NO_CACHE)
+
+
+def _media(body: bytes | memoryview | None, what: str) -> web.Response:
+    if body is None:
+        raise error(web.HTTPNotFound, f"{what} is not available (expired, or never made)")
+    return web.Response(body=body, content_type="video/mp4", headers=_CACHEABLE)
+
+
+async def _multivariant(request: web.Request) -> web.Response:
+    stream = stream_from_query(request)
+    packager = request.app[HLS].get(stream)
+    uri = "hls/live.m3u8" + _src_query(request, plain=not _low_latency(request))
+    try:
+        return _playlist(await packager.multivariant(uri))
+    except NotAvailable as err:
+        raise _unavailable(err) from None
+
+
+async def _media_playlist(request: web.Request) -> web.Response:
+    stream = stream_from_query(request)
+    try:
+        block = parse_blocking(request.query)
+        packager = request.app[HLS].get(stream)
+        text = await packager.media(
+            _src_query(request), low_latency=_low_latency(request), block=block
+        )
+    except BadRequest as err:
+        raise error(web.HTTPBadRequest, str(err)) from None
+    except NotAvailable as err:
+        raise _unavailable(err) from None
+    return _playlist(text)
+
+
+def _packager(request: web.Request) -> HlsPackager:
+    stream = stream_from_query(request)
+    packager = request.app[HLS].find(stream, request.match_info["session"])
+    if packager is None:
+        raise error(
+            web.HTTPNotFound,
+            f"HLS session for {stream.name!r} has ended; reload the playlist",
+        )
+    return packager
+
+
+async def _init(request: web.Request) -> web.Response:
+    version = int(request.match_info["version"])
+    return _media(_packager(request).init_section(version), f"init section {version}")
+
+
+async def _segment(request: web.Request) -> web.Response:
+    msn = int(request.match_info["msn"])
+    return _media(await _packager(request).segment(msn), f"segment {msn}")
+
+
+async def _part(request: web.Request) -> web.Response:
+    msn, index = int(request.match_info["msn"]), int(request.match_info["part"])
+    return _media(await _packager(request).part(msn, index), f"part {msn}.{index}")
