@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,13 @@ class Mp4Writer:
     """
 
     def __init__(
-        self, path: str | Path, *, audio: bool = True, wait_for_audio: float = 0.5
+        self,
+        path: str | Path,
+        *,
+        audio: bool = True,
+        wait_for_audio: float = 0.5,
+        fragment_seconds: float | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.frames = 0
@@ -43,6 +50,15 @@ class Mp4Writer:
         self.audio_codec = ""
         self._want_audio = audio
         self._wait_for_audio = wait_for_audio
+        self._options = dict(FRAGMENTED)
+        if fragment_seconds is not None:
+            # Cut a fragment at least this often, not only at keyframes (a doorbell's GOP can be
+            # long), and flush after each muxed packet: the mp4 muxer only hands bytes to the
+            # file when it cuts a fragment, so each fragment reaches the disk whole, and a killed
+            # process loses at most the fragment in progress instead of a 32 KiB I/O buffer.
+            self._options["frag_duration"] = str(round(fragment_seconds * 1_000_000))
+            self._options["flush_packets"] = "1"
+        self._metadata = dict(metadata or {})  # mvhd/udta tags, written with the moov up front
         self._container: Any = None
         self._video: Any = None
         self._audio: Any = None
@@ -88,7 +104,8 @@ class Mp4Writer:
         info = parse_sps(sps)
         self.width, self.height = info.width, info.height
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), "w", format="mp4", options=FRAGMENTED)
+        self._container = av.open(str(self.path), "w", format="mp4", options=self._options)
+        self._container.metadata.update(self._metadata)
         self._video = self._container.add_mux_stream("h264", width=info.width, height=info.height)
         self._video.time_base = _VIDEO_TB
         self.video_codec = "h264"

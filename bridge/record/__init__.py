@@ -1,0 +1,34 @@
+"""Recording: event clips with pre-roll, the clips folder and its SQLite index, retention.
+
+The app needs ``ClipStore`` (the folder and index, with an async API for routes),
+``Recorder`` (trigger/manual clips from hub streams) and ``RecordOptions``. The package
+depends on ``bridge.media`` only; other components can add tables to ``ClipStore.db``.
+"""
+
+from .db import Database
+from .errors import ClipBusy, PathOutsideStore, RecordError, StorageFull
+from .index import Clip, ClipIndex, ClipPage
+from .options import DeviceRecordOptions, RecordOptions
+from .recorder import MANUAL, ActiveClip, Recorder, StreamSource
+from .retention import Retention
+from .store import ClipStore, slugify
+
+__all__ = [
+    "MANUAL",
+    "ActiveClip",
+    "Clip",
+    "ClipBusy",
+    "ClipIndex",
+    "ClipPage",
+    "ClipStore",
+    "Database",
+    "DeviceRecordOptions",
+    "PathOutsideStore",
+    "RecordError",
+    "RecordOptions",
+    "Recorder",
+    "Retention",
+    "StorageFull",
+    "StreamSource",
+    "slugify",
+]
