@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,7 +116,7 @@ def sim_devices(sim: SimCloud) -> list[Device]:
     return [Device.from_api(d.as_api(sim.now_ms())) for d in sim.devices.values()]
 
 
-async def drain(queue: Any, timeout: float = 0.5) -> list[Event]:
+async def drain(queue: Any, timeout: float = 0.3) -> list[Event]:
     """Every event queued now or arriving within ``timeout`` of the last one."""
     got: list[Event] = []
     while True:
@@ -324,9 +325,7 @@ async def test_malformed_payloads_are_400(
     assert complaint in (await resp.json())["error"]
     assert (resp.status == 413) == (complaint == "over")
     # The app keeps serving.
-    assert (
-        await rig.hook(SEED_PAYLOADS["ota"])
-    ).status == 200
+    assert (await rig.hook(SEED_PAYLOADS["ota"])).status == 200
     assert [e.type for e in await drain(rig.seen, 0.2)] == ["ota"]
 
 
@@ -347,3 +346,405 @@ async def test_get_webhooks(make_rig: RigFactory) -> None:
         "GET",
     )
     assert (ping.type, ping.device_id, ping.payload["ping"]) == ("unknown", "", True)
+
+
+# -- bus ---------------------------------------------------------------------------------------
+
+
+def front(sim: SimCloud) -> Device:
+    return next(d for d in sim_devices(sim) if d.id == FRONT)
+
+
+def press(device: Device, source: str, at: datetime, activity: str | None = None) -> Event:
+    return make_event(device, "doorbell", source, when=at, activity_id=activity)
+
+
+async def test_bus_merges_one_press_from_three_sources(sim: SimCloud) -> None:
+    bus = EventBus(window=5.0)
+    news: list[Event] = []
+    updates: list[Event] = []
+
+    async def on_new(e: Event) -> None:
+        news.append(e)
+
+    async def on_update(e: Event) -> None:
+        updates.append(e)
+
+    bus.subscribe("plain", on_new)
+    bus.subscribe("updates", on_new, on_update=on_update)
+    door, t0 = front(sim), datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    udp = bus.publish(press(door, "udp", t0))
+    hook = bus.publish(press(door, "webhook", t0 - timedelta(seconds=1.5), "act-1"))
+    # Polling sees the activity much later and with the cloud's time: merged by activity id.
+    poll = bus.publish(press(door, "poll", t0 + timedelta(seconds=40), "act-1"))
+    again = bus.publish(press(door, "udp", t0 + timedelta(seconds=2)))
+    assert udp.new
+    assert (hook.new, hook.changed) == (False, True)
+    assert (poll.new, poll.changed) == (False, True)
+    assert (again.new, again.changed) == (False, False)
+    kept = poll.event
+    assert kept.id == udp.event.id
+    assert kept.activity_id == "act-1"
+    assert kept.sources == ("udp", "webhook", "poll")
+    await bus.close()
+    assert [e.id for e in news] == [kept.id, kept.id]  # once per subscriber
+    assert [e.sources for e in updates] == [("udp", "webhook"), ("udp", "webhook", "poll")]
+    assert bus.stats()["duplicates"] == 3
+
+
+async def test_bus_keeps_distinct_events_apart(sim: SimCloud) -> None:
+    bus = EventBus(window=5.0)
+    door, t0 = front(sim), datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    back = next(d for d in sim_devices(sim) if d.id == BACK)
+    assert bus.publish(press(door, "webhook", t0, "act-1")).new
+    assert bus.publish(press(door, "webhook", t0 + timedelta(seconds=1), "act-2")).new
+    assert bus.publish(press(door, "udp", t0 + timedelta(seconds=10))).new
+    assert bus.publish(press(back, "udp", t0)).new
+    assert bus.publish(make_event(door, "motion", "udp", when=t0)).new
+    # Non-press events merge only when they are the same report.
+    offline = make_event(door, "availability", "webhook", when=t0, payload={"state": "off"})
+    online = make_event(door, "availability", "webhook", when=t0 + timedelta(seconds=1))
+    assert bus.publish(offline).new
+    assert bus.publish(online).new
+    assert not bus.publish(offline).new
+    assert bus.stats()["new"] == 7
+    await bus.close()
+
+
+async def test_slow_or_failing_subscribers_do_not_block_others(sim: SimCloud) -> None:
+    bus = EventBus(window=0.0)
+    got: list[Event] = []
+    forever = asyncio.Event()
+
+    async def record(e: Event) -> None:
+        got.append(e)
+
+    async def stuck(e: Event) -> None:
+        await forever.wait()
+
+    async def broken(e: Event) -> None:
+        raise RuntimeError("rule exploded")
+
+    bus.subscribe("stuck", stuck, max_queue=2)
+    bus.subscribe("broken", broken)
+    bus.subscribe("record", record)
+    reader = bus.queue("never-read", max_queue=3)
+    door, t0 = front(sim), datetime(2026, 5, 1, tzinfo=UTC)
+    for n in range(6):
+        bus.publish(press(door, "udp", t0 + timedelta(minutes=n)))
+    await wait_until(lambda: _ready(len(got) == 6))
+    stats = {s["name"]: s for s in bus.stats()["subscribers"]}
+    assert stats["broken"]["failures"] == 6
+    assert stats["stuck"]["dropped"] == 4  # published in one go: two queued, four dropped
+    assert stats["never-read"]["dropped"] == 3
+    await bus.close(grace=0.1)
+    assert await reader.get() is not None  # what was queued is still readable ...
+    assert [await reader.get() for _ in range(2)][-1] is not None
+    assert await reader.get() is None  # ... then the end
+
+
+async def _ready(value: bool) -> bool:
+    return value
+
+
+# -- event log ---------------------------------------------------------------------------------
+
+
+async def test_log_queries_results_and_retention(sim: SimCloud, tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 5, 10, tzinfo=UTC).timestamp())
+    # The file is shared with the clip index: another component's table is already there.
+    (tmp_path / "sub").mkdir()
+    with sqlite3.connect(tmp_path / "sub" / "index.sqlite3") as db:
+        db.execute("CREATE TABLE clips (id TEXT)")
+        db.execute("INSERT INTO clips VALUES ('c1')")
+    log = EventLog(tmp_path / "sub" / "index.sqlite3", max_age=3 * 86400, max_rows=8, clock=clock)
+    await log.open()
+    await log.open()  # idempotent
+    door = front(sim)
+    back = next(d for d in sim_devices(sim) if d.id == BACK)
+    start = datetime(2026, 5, 9, tzinfo=UTC)
+    for n in range(6):
+        await log.add(
+            make_event(door if n % 2 else back, "doorbell", "udp", when=start + timedelta(hours=n))
+        )
+    motion = make_event(door, "motion", "webhook", when=start + timedelta(hours=7))
+    await log.add(motion)
+    await log.add_result(motion.id, "switchbot:porch-light", True, "turned on")
+    await log.add_result(motion.id, "record", False, "stream offline")
+    page = await log.query(device="front-door")
+    assert page.total == 4
+    assert page.events[0]["id"] == motion.id
+    assert [r["action"] for r in page.events[0]["results"]] == ["switchbot:porch-light", "record"]
+    assert page.events[0]["results"][1]["ok"] is False
+    assert (await log.query(device=BACK)).total == 3
+    assert (await log.query(type="motion")).total == 1
+    assert (await log.query(since=start + timedelta(hours=4))).total == 3
+    assert (await log.query(until=start + timedelta(hours=1))).total == 1
+    first, second = await log.query(limit=4), await log.query(limit=4, offset=4)
+    assert first.as_dict()["next_offset"] == 4
+    assert second.as_dict()["next_offset"] is None
+    assert len({e["id"] for e in first.events + second.events}) == 7
+    assert (await log.get(motion.id) or {})["results"][0]["detail"] == "turned on"
+    # Retention: by row count, then by age.
+    for n in range(3):
+        await log.add(make_event(back, "motion", "poll", when=start + timedelta(hours=8 + n)))
+    assert await log.prune() == 2
+    assert (await log.query()).total == 8
+    clock.advance(2 * 86400 + 7.5 * 3600)  # the cut-off is now 07:30 on the first day
+    assert await log.prune() == 5
+    await log.close()
+    await log.close()  # idempotent
+    # Our own tables, beside whatever else the file holds, and the file is in WAL mode.
+    reopened = EventLog(tmp_path / "sub" / "index.sqlite3", clock=clock)
+    await reopened.open()
+    assert (await reopened.query()).total == 3
+    await reopened.close()
+    with sqlite3.connect(tmp_path / "sub" / "index.sqlite3") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT COUNT(*) FROM clips").fetchone()[0] == 1
+
+
+# -- UDP ---------------------------------------------------------------------------------------
+
+
+def send_from(source_ip: str, port: int, data: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source_ip, 0))
+        sock.sendto(data, ("127.0.0.1", port))
+
+
+def test_seed_packets_parse() -> None:
+    # The bytes exactly as SkyBell's documentation lists them.
+    button = bytes.fromhex(
+        "2d000000553246736447566b58313949327162665956"
+        "6a457835356445304977543"
+        "14d474a514f372b3130755973513d0a"
+    )
+    assert button == BUTTON_PACKET
+    assert parse_packet(button) == "U2FsdGVkX19I2qbfYVjEx55dE0IwT1MGJQO7+10uYsQ="
+    assert parse_packet(MOTION_PACKET) == "U2FsdGVkX19D5MkIkoMdNaaRL9ndCFYnMVKpi/ylBq8="
+    assert parse_packet(button[:-1]) is None  # length no longer matches
+    assert parse_packet(b"\x05\x00\x00\x00!!!!\n") is None  # not base64
+    assert parse_packet(b"") is None
+
+
+async def test_udp_packets_from_the_doorbells(make_rig: RigFactory) -> None:
+    rig = await make_rig(udp_enabled=True, udp_host="127.0.0.1", udp_port=0)
+    assert rig.service.udp is not None
+    port = rig.service.udp.port
+    send_from("127.0.0.21", port, BUTTON_PACKET)
+    send_from("127.0.0.22", port, MOTION_PACKET)
+    for junk in (b"", b"hello", BUTTON_PACKET[:-3], b"\xff" * 600, b"\x2d\x00\x00\x00" + b"?" * 45):
+        send_from("127.0.0.21", port, junk)
+    send_from("127.0.0.21", port, encode_packet("U2FsdGVkX1+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="))
+    send_from("127.0.0.99", port, BUTTON_PACKET)  # no doorbell lives there
+    events = await drain(rig.seen)
+    assert [(e.type, e.device, e.source) for e in events] == [
+        ("doorbell", "front-door", "udp"),
+        ("motion", "back-garden", "udp"),
+        ("unknown", "front-door", "udp"),
+    ]
+    assert events[0].payload == {"ip": "127.0.0.21"}
+    assert events[2].payload["token"].startswith("U2FsdGVkX1+A")
+    stats = (await (await rig.http.get("/api/events/stats")).json())["udp"]
+    assert stats["junk"] == 5
+    assert stats["unknown_sender"] == 1
+    assert stats["events"] == 3
+
+
+async def test_udp_tokens_can_be_overridden(make_rig: RigFactory) -> None:
+    token = "U2FsdGVkX1+BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB="
+    rig = await make_rig(udp_enabled=True, udp_host="127.0.0.1", udp_port=0, udp_button_token=token)
+    assert rig.service.udp is not None
+    send_from("127.0.0.21", rig.service.udp.port, encode_packet(token))
+    send_from("127.0.0.21", rig.service.udp.port, MOTION_PACKET)
+    assert [e.type for e in await drain(rig.seen)] == ["doorbell", "motion"]
+
+
+# -- activity polling --------------------------------------------------------------------------
+
+
+async def test_poller_reports_each_new_press_once(
+    sim: SimCloud, make_client: ClientFactory, clock: FakeClock
+) -> None:
+    bus = EventBus()
+    seen = bus.queue("test")
+    directory = DeviceDirectory(sim_devices(sim))
+    poller = ActivityPoller(make_client(), directory, bus.publish, clock=clock)
+    assert await poller.poll_once() == 0  # the seeded history is older than the poller
+    door = sim.devices[FRONT]
+    first = sim.add_activity(door, "doorbell")
+    sim.add_activity(door, "lstream")  # not a press
+    clock.advance(10)
+    assert await poller.poll_once() == 1
+    assert await poller.poll_once() == 0
+    clock.advance(10)
+    motion = sim.add_activity(sim.devices[BACK], "motion")
+    # An activity that shows up late (after its upload) with an older time is still news.
+    late = sim.add_activity(door, "doorbell", sim.now_ms() - 15_000)
+    sim.activities.sort(key=lambda a: a["event_time"], reverse=True)
+    assert await poller.poll_once() == 2
+    events = await drain(seen, 0.1)
+    assert [(e.activity_id, e.type, e.device, e.source) for e in events] == [
+        (first["activity_id"], "doorbell", "front-door", "poll"),
+        (late["activity_id"], "doorbell", "front-door", "poll"),
+        (motion["activity_id"], "motion", "back-garden", "poll"),
+    ]
+    # Backfill reaches into the history on request.
+    older = ActivityPoller(make_client(), directory, bus.publish, clock=clock, backfill=30 * 3600)
+    # Per device, the seeded 30 h hold a doorbell and two motions; plus the three above.
+    assert await older.poll_once() == 2 * 3 + 3
+    await bus.close()
+
+
+async def test_poller_backs_off_and_logs_once(
+    sim: SimCloud, make_client: ClientFactory, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.skybell.poller")
+    delays: list[float] = []
+    done = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 6:
+            done.set()
+        await asyncio.sleep(0)
+
+    bus = EventBus()
+    directory = DeviceDirectory(sim_devices(sim))
+    poller = ActivityPoller(
+        make_client(), directory, bus.publish, interval=10, max_backoff=60, clock=clock, sleep=sleep
+    )
+    sim.faults.server_errors = 4
+    sim.add_activity(sim.devices[FRONT], "doorbell", sim.now_ms() + 1000)
+    poller.start()
+    await asyncio.wait_for(done.wait(), 10)
+    await poller.close()
+    await poller.close()
+    assert delays == [20, 40, 60, 60, 10, 10]
+    assert poller.published == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unavailable" in m for m in messages) == 1
+    assert sum("back after 4" in m for m in messages) == 1
+    await bus.close()
+
+
+# -- HTTP: the log API and the live feed -------------------------------------------------------
+
+
+async def test_events_api_filters_and_pages(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    for payload in SEED_PAYLOADS.values():
+        assert (await rig.hook(payload)).status == 200
+
+    async def all_logged() -> bool:
+        return (await rig.logged())["total"] == len(SEED_PAYLOADS)
+
+    await wait_until(all_logged)
+    back = await rig.logged(device="back-garden")
+    assert [e["type"] for e in back["events"]] == ["vready"]
+    assert (await rig.logged(device=FRONT))["total"] == 6
+    assert (await rig.logged(type="ota"))["events"][0]["payload"]["detail"]["version"] == "1.3.8"
+    since = await rig.logged(since="2024-01-23T00:00:00Z")
+    assert {e["type"] for e in since["events"]} == {
+        "doorbell",
+        "lstream",
+        "vready",
+        "devicedeleted",
+    }
+    assert (await rig.logged(since=1706025131324))["total"] == 3  # JS ms: the press and later
+    page1 = await rig.logged(limit=3)
+    page3 = await rig.logged(limit=3, offset=6)
+    assert (page1["next_offset"], page3["next_offset"]) == (3, None)
+    assert len(page3["events"]) == 1
+    assert page1["events"][0]["type"] == "vready"  # newest first
+    for bad in ({"type": "sneeze"}, {"limit": "0"}, {"limit": "x"}, {"since": "someday"}):
+        resp = await rig.http.get("/api/events", params=bad)
+        assert resp.status == 400
+        assert "error" in await resp.json()
+
+
+async def test_sse_feed_delivers_events_and_cleans_up(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+
+    def feeds() -> int:
+        names = [s["name"] for s in rig.service.bus.stats()["subscribers"]]
+        return sum(n.startswith("sse:") for n in names)
+
+    resp = await rig.http.get("/api/events/stream", params={"type": "doorbell,motion"})
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    assert await resp.content.readuntil(b"\n\n") == b"retry: 3000\n: connected\n\n"
+    assert feeds() == 1
+    await rig.hook(SEED_PAYLOADS["ota"])  # filtered out
+    await rig.hook(SEED_PAYLOADS["doorbell"])
+    block = b""
+    while not block.startswith(b"id:"):  # skip keep-alive comments
+        block = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+    lines = block.decode().strip().split("\n")
+    assert lines[1] == "event: doorbell"
+    data = json.loads(lines[2].removeprefix("data: "))
+    assert lines[0] == f"id: {data['id']}"
+    assert (data["device"], data["activity_id"]) == (
+        "front-door",
+        SEED_PAYLOADS["doorbell"]["activity_id"],
+    )
+    assert data["sources"] == ["webhook"]
+    resp.close()
+
+    async def gone() -> bool:
+        return feeds() == 0
+
+    await wait_until(gone)  # noticed at the next keep-alive write
+
+
+async def test_sse_feed_ends_when_the_app_stops(
+    sim: SimCloud, aiohttp_server: Callable[..., Awaitable[Any]]
+) -> None:
+    service = EventService(None, sim_devices(sim), EventOptions(poll_enabled=False))
+    app = web.Application()
+    event_routes.setup(app, service, keepalive=30)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(server.make_url("/api/events/stream"))
+        await resp.content.readuntil(b"\n\n")
+        await asyncio.wait_for(server.close(), 10)  # not held for aiohttp's 60 s grace
+        assert await resp.content.read() in (b"", b": connected\n\n")
+        resp.close()
+
+
+# -- triggers ----------------------------------------------------------------------------------
+
+
+async def test_triggers_add_list_remove(sim: SimCloud, make_client: ClientFactory) -> None:
+    client = make_client()
+    devices = sim_devices(sim)
+    url = "http://127.0.0.1:1984" + WEBHOOK_PATH
+    made = await add_webhook_triggers(client, devices, url, secret=Secret(SECRET))
+    assert len(made) == 2
+    stored = sim.triggers[made[0].id]
+    assert stored["meta_config"]["header_name"] == HEADER
+    assert stored["meta_config"]["header_value"] == SECRET
+    assert stored["on_events"] == ["doorbell", "motion", "availability", "vready"]
+    gets = await add_webhook_triggers(
+        client, devices[:1], url, secret=Secret(SECRET), events=["doorbell", "motion"], method="get"
+    )
+    urls = sorted(sim.triggers[t.id]["meta_config"]["url"] for t in gets)
+    assert urls == [
+        f"{url}?event=doorbell&device_id={devices[0].id}",
+        f"{url}?event=motion&device_id={devices[0].id}",
+    ]
+    listed = await list_triggers(client, devices)
+    assert len(listed) == 4
+    with pytest.raises(ValueError, match="no such trigger"):
+        await remove_triggers(client, devices, trigger_ids=["nope"])
+    with pytest.raises(ValueError, match="choose"):
+        await remove_triggers(client, devices)
+    with pytest.raises(ValueError, match="events"):
+        await add_webhook_triggers(client, devices, url, secret=Secret(SECRET), events=["sneeze"])
+    removed = await remove_triggers(client, devices, trigger_ids=[made[0].id])
+    assert [t.id for t in removed] == [made[0].id]
+    assert made[0].id not in sim.triggers
+    removed = await remove_triggers(client, devices, all_webhooks=True)
+    assert len(removed) == 3
+    assert sim.triggers == {}

@@ -66,7 +66,8 @@ class _Sink:
         return self._queue.qsize()
 
     def _put(self, item: _Item | None) -> None:
-        if self._queue.qsize() >= self._max:
+        # The end marker (None) may go over the bound: it must not cost a queued event.
+        if item is not None and self._queue.qsize() >= self._max:
             self._queue.get_nowait()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:

@@ -110,7 +110,9 @@ class ActivityPoller:
     async def poll_once(self) -> int:
         """Read new activities and publish their events, oldest first; returns how many."""
         now = self._clock()
-        since = max(self._floor, (self._last_ok or now) - self.lookback)
+        # The first poll reaches back to the floor (backfill); later ones overlap the last one.
+        last = self._last_ok
+        since = self._floor if last is None else max(self._floor, last - self.lookback)
         # A dict: a row inserted between two page reads shifts the next page by one.
         fresh = {a.id: a for a in await self._read_since(since) if a.id not in self._seen}
         for activity in fresh.values():
