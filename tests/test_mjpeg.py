@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ from aiohttp.test_utils import TestClient
 
 from bridge.errors import CloudConnectionError
 from bridge.media.hub import Hub, Session, Stream
+from bridge.media.packet import MediaPacket
 from bridge.mjpeg import Fallback, MjpegOptions, MjpegService
 from bridge.routes.mjpeg import MJPEG, SOURCE_HEADER, cloud_fallback, setup
 from bridge.sim.cloud import SimCloud
 
 from .app_util import make_app
 from .conftest import ClientFactory
-from .fake_doorbell import HEIGHT, WIDTH, Connector, make_stream, run
+from .fake_doorbell import FPS, HEIGHT, WIDTH, Connector, noisy_video, run
 
 FRONT = "0579ce92-72a5-4b1f-8191-e360876705c3"  # a device of the simulated cloud
 
@@ -51,6 +53,34 @@ class Rig:
 RigFactory = Callable[..., Awaitable[Rig]]
 
 
+class BurstySession:
+    """Live-paced video that stalls, then delivers the stalled seconds at once (as a relay does
+    after a network hiccup), then carries on."""
+
+    def __init__(self, stall_from: float, stall_to: float) -> None:
+        self.stall = (stall_from, stall_to)
+        self.closed = False
+
+    async def packets(self) -> AsyncIterator[MediaPacket]:
+        video, start, n = noisy_video(), time.monotonic(), 0
+        while not self.closed:
+            due = n / FPS
+            if self.stall[0] <= due < self.stall[1]:
+                due = self.stall[1]
+            await asyncio.sleep(max(0.0, start + due - time.monotonic()))
+            src = video[n % len(video)]
+            yield MediaPacket(
+                "video", "h264", src.data, n * 90000 // FPS, 90000, src.keyframe, time.monotonic()
+            )
+            n += 1
+
+    def request_keyframe(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 class FailingConnector:
     """A doorbell whose live view never starts (the cloud refuses the connection)."""
 
@@ -69,13 +99,13 @@ async def make_rig(
     hubs: list[Hub] = []
 
     async def factory(
-        connector: Any = None, fallback: Fallback | None = None, **options: Any
+        connector: Callable[[], Awaitable[Session]] | None = None,
+        fallback: Fallback | None = None,
+        **options: Any,
     ) -> Rig:
-        if isinstance(connector, FailingConnector):
-            hub = Hub(backoff=(0.05, 0.2), idle_timeout=5.0)
-            stream = hub.add(FRONT, "front-door", connector)
-        else:
-            hub, stream = make_stream(connector or Connector())
+        # The simulated cloud's device id, so the cloud fallback finds this doorbell.
+        hub = Hub(backoff=(0.05, 0.2), idle_timeout=5.0)
+        stream = hub.add(FRONT, "front-door", connector or Connector())
         hubs.append(hub)
         opts = MjpegOptions(**options)
 
@@ -197,6 +227,25 @@ async def test_fps_cap_encodes_only_the_frames_due(make_rig: RigFactory) -> None
     assert len(parts) == 6
     assert encoded >= 6
     assert decoded >= 2 * encoded
+
+
+@pytest.mark.slow
+async def test_a_burst_of_late_frames_skips_to_the_newest_keyframe(make_rig: RigFactory) -> None:
+    session = BurstySession(1.0, 3.5)
+
+    async def connect() -> Session:
+        return session
+
+    rig = await make_rig(connect, fps=15)
+    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+        await read_parts(resp, 10)
+        async with asyncio.timeout(10):
+            while rig.stats()["packets_skipped"] == 0:
+                await read_parts(resp, 1)
+        after_burst = await read_parts(resp, 10)  # and the picture goes on
+    # 2.5 s of video came at once: it was not decoded frame by frame to catch up.
+    assert rig.stats()["packets_skipped"] >= FPS
+    assert len(set(after_burst)) == 10
 
 
 async def test_mjpeg_with_no_picture_is_503_and_shutdown_ends_viewers(

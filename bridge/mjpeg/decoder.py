@@ -21,7 +21,7 @@ from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket
 from bridge.mjpeg.options import FrameSpec
 from bridge.mjpeg.picture import encode_jpeg
-from bridge.mjpeg.worker import Batch, Picture, Result, Worker
+from bridge.mjpeg.worker import CLOCK, Batch, Picture, Result, Worker
 
 __all__ = ["SnapshotSource", "SnapshotUnavailable", "StreamDecoder", "Viewer"]
 
@@ -166,6 +166,10 @@ class StreamDecoder:
         if output is None:
             output = self._outputs[spec] = _Output(spec)
         output.viewers += 1
+        if self._run is not None and len(self._outputs) == 1 and output.viewers == 1:
+            # The running decoder saw keyframes only (for a snapshot): it must wait for the
+            # next keyframe before it can decode every frame, so ask for one now.
+            self._request_keyframe()
         self._start()
         return Viewer(self, output)
 
@@ -273,7 +277,12 @@ class StreamDecoder:
         # The cached GOP a subscription starts with is old by nature; it is not lag.
         if not video or video[0].arrival <= run.since:
             return video
-        if time.monotonic() - video[0].arrival <= _MAX_LAG:
+        # Behind means the oldest packet waited too long (a slow worker), or the packets waiting
+        # span too much video (a burst after a network stall): either way, showing them would
+        # only fast-forward through the past.
+        waited = time.monotonic() - video[0].arrival
+        span = (video[-1].pts - video[0].pts) / CLOCK
+        if waited <= _MAX_LAG and span <= _MAX_LAG:
             return video
         keys = [i for i, p in enumerate(video) if p.keyframe]
         start = keys[-1] if keys else len(video)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import BridgeError
+from bridge.media.buffers import StreamEnded
 from bridge.media.hub import Stream
 from bridge.mjpeg.decoder import SnapshotSource, SnapshotUnavailable, StreamDecoder, Viewer
 from bridge.mjpeg.options import FrameSpec, MjpegOptions
@@ -54,7 +55,12 @@ class MjpegService:
         return self.options.spec(fps, width, height)
 
     def watch(self, stream: Stream, spec: FrameSpec) -> Viewer:
-        """Start an MJPEG viewer; close it (or use ``with``) to let the decoder stop."""
+        """Start an MJPEG viewer; close it (or use ``with``) to let the decoder stop.
+
+        Raises ``StreamEnded`` once the service is closed.
+        """
+        if self._closed:
+            raise StreamEnded(stream.name)
         return self._decoder(stream).watch(spec)
 
     async def snapshot(self, stream: Stream, spec: FrameSpec) -> Snapshot:
@@ -62,6 +68,8 @@ class MjpegService:
         opts = self.options
         counts = self._snapshots.setdefault(stream.name, Counter())
         try:
+            if self._closed:
+                raise SnapshotUnavailable("shutting down")
             source: SnapshotSource
             jpeg, source = await self._decoder(stream).snapshot(
                 spec, opts.snapshot_max_age, opts.snapshot_timeout

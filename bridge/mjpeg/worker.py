@@ -14,9 +14,9 @@ from bridge.media.packet import MediaPacket
 from bridge.mjpeg.options import FrameSpec
 from bridge.mjpeg.picture import H264Decoder, JpegEncoder
 
-__all__ = ["Batch", "Picture", "Result", "Worker"]
+__all__ = ["CLOCK", "Batch", "Picture", "Result", "Worker"]
 
-_CLOCK = 90000  # the hub's video timeline runs at 90 kHz
+CLOCK = 90000  # the hub's video timeline runs at 90 kHz
 _MAX_ARRIVALS = 64
 
 
@@ -92,7 +92,7 @@ class Worker:
         due = dict(batch.due)
         chosen = {spec: _pick(pictures, due, spec) for spec in batch.due}
         jpegs, encoded = self._encode(chosen)
-        return Result(pictures[-1] if pictures else None, jpegs, due, len(pictures), encoded)
+        return Result(pictures[-1], jpegs, due, len(pictures), encoded)
 
     def _encode(
         self, chosen: dict[FrameSpec, Picture | None]
@@ -123,7 +123,7 @@ def _pick(
     Only the newest is worth encoding: an older one would be replaced before anyone saw it
     (a batch holds several frames only when catching up after a join or a stall).
     """
-    interval = _CLOCK / spec.fps
+    interval = CLOCK / spec.fps
     next_due = due[spec]
     picked: Picture | None = None
     for picture in pictures:

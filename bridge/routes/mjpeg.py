@@ -91,7 +91,11 @@ async def _stream_mjpeg(request: web.Request) -> web.StreamResponse:
     service = request.app[MJPEG]
     spec = _spec(request, service)
     wait = service.options.snapshot_timeout
-    with service.watch(stream, spec) as viewer:
+    try:
+        viewer = service.watch(stream, spec)
+    except StreamEnded:
+        raise error(web.HTTPServiceUnavailable, "shutting down", stream=stream.name) from None
+    with viewer:
         try:
             jpeg = await viewer.next(wait)
         except StreamEnded:
@@ -140,4 +144,5 @@ def setup(app: web.Application, options: MjpegOptions, fallback: Fallback | None
     app.on_shutdown.append(close)
     app.on_cleanup.append(close)
     app.router.add_get("/api/frame.jpeg", _frame_jpeg)
-    app.router.add_get("/api/stream.mjpeg", _stream_mjpeg)
+    # No HEAD: it would start a viewer whose response never ends and never carries a body.
+    app.router.add_get("/api/stream.mjpeg", _stream_mjpeg, allow_head=False)
