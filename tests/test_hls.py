@@ -380,3 +380,41 @@ def test_segmenter_discontinuity_and_blocking_rules() -> None:
         check_blocking(seg, building + 2, None)
     with pytest.raises(BadRequest):
         check_blocking(seg, building, next_index + 3)
+
+
+async def test_new_parameter_sets_bring_a_new_init_section(tmp_path: Path) -> None:
+    seg = Segmenter()
+    first = timed_packets(4, noisy_video())
+    shift = 4 * 90000
+    # After a reconnect the doorbell sends a different picture size (a 64x64 encoder here).
+    second = [
+        replace(p, pts=p.pts + (shift if p.kind == "video" else shift * 8000 // 90000))
+        for p in timed_packets(4, encode(30, gop=15, size=64))
+    ]
+    for packet in first + second:
+        seg.feed(packet)
+    # Serve it as files, ended, and let ffmpeg's HLS demuxer read across the change.
+    text = media_playlist(seg, Uris(), low_latency=False) + "#EXT-X-ENDLIST\n"
+    assert text.count("#EXT-X-MAP:") == 2
+    assert '#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI="init-2.mp4"' in text
+    (tmp_path / "live.m3u8").write_text(text)
+    for s in seg.segments:
+        (tmp_path / f"seg-{s.msn}.m4s").write_bytes(s.data)
+        (tmp_path / f"init-{s.init.version}.mp4").write_bytes(s.init.data)
+    code, out, err = await run(
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "frame=width,height",
+        "-of",
+        "csv=p=0",
+        str(tmp_path / "live.m3u8"),
+    )
+    assert code == 0, err
+    sizes = [line.split(",")[:2] for line in out.split() if line]
+    assert sizes[0] == [str(WIDTH), str(HEIGHT)]
+    assert sizes[-1] == ["64", "64"]
+    assert len(sizes) == 6 * FPS  # 4 s + 2 s (the last segment is still being built)

@@ -87,18 +87,18 @@ def _full(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     return _box(kind, struct.pack(">I", version << 24 | flags), *payload)
 
 
-def avcc_sample(annexb: bytes) -> bytes:
-    """An Annex-B access unit as an MP4 sample: 4-byte length before each NAL unit.
+def avcc_sample(annexb: bytes, parameter_sets: tuple[bytes, bytes] | None = None) -> bytes:
+    """An Annex-B access unit as an MP4 sample: a 4-byte length before each NAL unit.
 
-    MP4 readers split samples on the lengths, never on start codes. Parameter sets live in
-    ``avcC`` (a change of them starts a new init segment), and access unit delimiters mean
-    nothing in MP4, so both are left out.
+    MP4 readers split samples on the lengths, never on start codes. Access unit delimiters mean
+    nothing in MP4 and are dropped. In-band SPS/PPS are dropped too, and ``parameter_sets`` (the
+    ones in ``avcC``) are put in front instead when given (for keyframes): duplicates are legal,
+    cost a few dozen bytes per keyframe, and let a decoder that ignores a new init section (as
+    ffmpeg's HLS demuxer does after a resolution change) reconfigure from the stream itself.
     """
-    parts: list[bytes] = []
-    for nal in iter_nal_units(annexb):
-        if nal[0] & 0x1F not in (NAL_AUD, NAL_SPS, NAL_PPS):
-            parts += (struct.pack(">I", len(nal)), nal)
-    return b"".join(parts)
+    nals = list(parameter_sets or ())
+    nals += (n for n in iter_nal_units(annexb) if n[0] & 0x1F not in (NAL_AUD, NAL_SPS, NAL_PPS))
+    return b"".join(struct.pack(">I", len(n)) + n for n in nals)
 
 
 # -- init segment --------------------------------------------------------------------------------

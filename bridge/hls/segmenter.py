@@ -303,7 +303,9 @@ class Segmenter:
         self._ask_keyframe_if_overdue()
 
     def _append(self, packet: MediaPacket, ticks: int) -> None:
-        self._frames.append((avcc_sample(packet.data), ticks, packet.keyframe))
+        assert self.init is not None
+        params = (self.init.video.sps, self.init.video.pps) if packet.keyframe else None
+        self._frames.append((avcc_sample(packet.data, params), ticks, packet.keyframe))
         self._part_ticks += ticks
         self._steps.append(ticks)
 

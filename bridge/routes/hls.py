@@ -33,7 +33,6 @@ HLS = web.AppKey("hls", HlsRegistry)
 _PLAYLIST = "application/vnd.apple.mpegurl"
 _NO_CACHE = {"Cache-Control": "no-cache"}
 _CACHEABLE = {"Cache-Control": "public, max-age=60"}
-_SESSION = r"{session:[0-9a-f]{1,32}}"
 
 
 def setup(
@@ -54,9 +53,11 @@ def setup(
     app[HLS] = registry
     app.router.add_get("/api/stream.m3u8", _multivariant)
     app.router.add_get("/api/hls/live.m3u8", _media_playlist)
-    app.router.add_get(f"/api/hls/{_SESSION}/init-{{version:\\d+}}.mp4", _init)
-    app.router.add_get(f"/api/hls/{_SESSION}/seg-{{msn:\\d+}}.m4s", _segment)
-    app.router.add_get(f"/api/hls/{_SESSION}/part-{{msn:\\d+}}.{{part:\\d+}}.m4s", _part)
+    # Numbers are bounded: int() of a huge digit string is slow, then refused.
+    media = r"/api/hls/{session:[0-9a-f]{1,32}}/"
+    app.router.add_get(media + r"init-{version:\d{1,9}}.mp4", _init)
+    app.router.add_get(media + r"seg-{msn:\d{1,9}}.m4s", _segment)
+    app.router.add_get(media + r"part-{msn:\d{1,9}}.{part:\d{1,9}}.m4s", _part)
 
     async def close(app: web.Application) -> None:
         await registry.close()
