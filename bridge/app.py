@@ -9,7 +9,7 @@ from aiohttp.typedefs import Middleware
 
 from bridge.config import Settings
 from bridge.media.hub import Hub, Stream
-from bridge.routes import streams
+from bridge.routes import hls, streams
 from bridge.routes.auth import basic_auth_middleware
 from bridge.routes.common import HUB
 from bridge.skybell import Device, SkyBellClient
@@ -54,4 +54,12 @@ def build_app(
     app[streams.STREAM_INFO] = device_info
     app.router.add_get("/api/health", _health)
     streams.setup(app)
+    hls_opts = settings.hls
+    hls.setup(
+        app,
+        idle_timeout=hls_opts.idle_timeout,
+        segment_target=hls_opts.segment_target,
+        part_target=hls_opts.part_target,
+        window=hls_opts.window,
+    )
     return app

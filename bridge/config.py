@@ -91,6 +91,20 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class HlsSettings:
+    """HLS and LL-HLS packaging."""
+
+    # Packaging stops this long after the last playlist or segment request.
+    idle_timeout: float = field(default=30.0, metadata=_range(5, 3600))
+    # Segments are cut at the keyframe nearest this; players start about three segments back.
+    segment_target: float = field(default=2.0, metadata=_range(0.5, 10))
+    # LL-HLS partial segments; Apple suggests 0.2-0.33 s (at most half a segment).
+    part_target: float = field(default=0.3, metadata=_range(0.1, 2))
+    # Segments kept in memory for the playlist.
+    window: int = field(default=7, metadata=_range(3, 30))
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Where clips and the index live."""
 
@@ -130,6 +144,7 @@ class Settings:
     skybell: SkyBellSettings = field(default_factory=SkyBellSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     streams: StreamSettings = field(default_factory=StreamSettings)
+    hls: HlsSettings = field(default_factory=HlsSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -292,6 +307,12 @@ def _check_cross_field(settings: Settings) -> None:
         missing = "skybell.password" if sb.email else "skybell.email"
         raise ConfigError(
             missing, "email and password go together; set both, or set skybell.api_key"
+        )
+    hls = settings.hls
+    if hls.part_target > hls.segment_target / 2:
+        raise ConfigError(
+            "hls.part_target",
+            f"must be at most half of hls.segment_target ({hls.segment_target:g} s)",
         )
     sw = settings.switchbot
     if (sw.token is None) != (sw.secret is None):

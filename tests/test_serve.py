@@ -184,3 +184,13 @@ async def test_warm_starts_a_stream_without_viewers(make_bridge: BridgeFactory) 
             await asyncio.sleep(0.1)
         assert body["state"] == "live"
         assert body["codecs"] == {"video": "h264", "audio": "opus"}
+
+
+@pytest.mark.slow
+async def test_hls_plays_from_the_simulated_doorbell(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    info = await probe(bridge.http_url + "api/stream.m3u8?src=front-door")
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert streams["video"]["codec_name"] == "h264"
+    assert (streams["video"]["width"], streams["video"]["height"]) == (854, 480)
+    assert streams["audio"]["codec_name"] == "aac"

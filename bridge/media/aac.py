@@ -44,6 +44,9 @@ class AacTranscoder:
         enc.format = "fltp"
         enc.bit_rate = bitrate
         enc.time_base = fractions.Fraction(1, self.sample_rate)
+        # The encoder is nearly all of an audio-carrying output's CPU; the "fast" coder costs
+        # about a fifth less than the default two-loop search, inaudibly so on doorbell audio.
+        enc.options = {"aac_coder": "fast"}
         enc.open()
         self._encoder = enc
         self._next_pts: int | None = None
