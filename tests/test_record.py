@@ -7,6 +7,7 @@ wall-clock pace; the full 5 s pre-roll is checked end to end in test_record_live
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -20,8 +21,9 @@ from typing import Any
 import av
 import pytest
 
-from bridge.media.hub import Hub, Stream
+from bridge.media.hub import Hub, Session, Stream
 from bridge.media.mp4 import Mp4Writer
+from bridge.media.packet import MediaPacket, extract_sps_pps, iter_nal_units
 from bridge.record import (
     ActiveClip,
     Clip,
@@ -36,7 +38,16 @@ from bridge.record import (
     StorageFull,
 )
 
-from .fake_doorbell import FPS, HEIGHT, WIDTH, Connector, make_stream, noisy_video, probe
+from .fake_doorbell import (
+    FPS,
+    HEIGHT,
+    WIDTH,
+    Connector,
+    LiveSession,
+    make_stream,
+    noisy_video,
+    probe,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME = 1 / FPS
@@ -46,6 +57,7 @@ FRAME = 1 / FPS
 class Rig:
     hub: Hub
     stream: Stream
+    connector: Connector
     store: ClipStore
     root: Path
     recorders: list[Recorder] = field(default_factory=list)
@@ -66,9 +78,10 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    hub, stream = make_stream(Connector())
+    connector = Connector()
+    hub, stream = make_stream(connector)
     store = ClipStore(tmp_path / "clips")
-    made = Rig(hub, stream, store, tmp_path / "clips")
+    made = Rig(hub, stream, connector, store, tmp_path / "clips")
     yield made
     for rec in made.recorders:
         await rec.close()
@@ -198,6 +211,37 @@ async def test_cold_stream_records_from_first_keyframe(rig: Rig) -> None:
     assert clip.preroll == 0.0  # nothing was buffered: no pre-roll, and the index says so
     assert clip.duration >= 1.0 - FRAME
     assert frames_of(rig.store.file_of(clip))[0].key_frame
+
+
+class BareKeyframes(LiveSession):
+    """Sends SPS/PPS with the first keyframe only, as many cameras do."""
+
+    async def packets(self) -> AsyncIterator[MediaPacket]:
+        first = True
+        async for packet in super().packets():
+            if packet.kind == "video" and packet.keyframe and not first:
+                nals = [n for n in iter_nal_units(packet.data) if n[0] & 0x1F not in (7, 8)]
+                packet = dataclasses.replace(packet, data=b"".join(b"\0\0\0\1" + n for n in nals))
+            first = first and not packet.keyframe
+            yield packet
+
+
+async def test_keyframe_without_parameter_sets_still_starts_a_playable_clip(rig: Rig) -> None:
+    async def connect() -> Session:
+        return BareKeyframes()
+
+    stream = rig.hub.add("dev-2", "side-door", connect)
+    rec = rig.recorder(preroll=0.0, postroll=0.5)
+    with stream.subscribe("viewer"):
+        await asyncio.sleep(1.5)  # past the first GOP: the cached one has no SPS/PPS
+        assert extract_sps_pps(stream.preroll(0.0)[0].data) == (None, None)
+        job = await rec.trigger("side-door", "doorbell")
+        assert job is not None
+        clip = await job.wait()
+    assert clip is not None
+    frames = frames_of(rig.store.file_of(clip))
+    assert frames[0].key_frame
+    assert len(frames) >= 8
 
 
 async def test_manual_recording_and_motion_switch(rig: Rig) -> None:

@@ -21,6 +21,7 @@ import time
 from typing import Any, Protocol
 
 from bridge.errors import UnknownDevice
+from bridge.media.buffers import Subscriber
 from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket, extract_sps_pps
 from bridge.record.errors import RecordError
@@ -60,8 +61,15 @@ class ActiveClip:
     """A clip being recorded: what triggered it, until when, and its index row once written."""
 
     def __init__(
-        self, stream: Stream, event: str, activity_id: str | None, manual: bool, now: float
+        self,
+        stream: Stream,
+        sub: Subscriber,
+        event: str,
+        activity_id: str | None,
+        manual: bool,
+        now: float,
     ) -> None:
+        self.sub = sub  # the recorder's place on the stream
         self.device_id = stream.device_id
         self.device = slugify(stream.name, slugify(stream.device_id, "device"))
         self.event = event
@@ -74,11 +82,10 @@ class ActiveClip:
         self.first_frame: float | None = None  # time.monotonic() arrival of the first frame
         self.preroll = 0.0  # seconds of video before the first event, once known
         self.clip: Clip | None = None  # the index row, once the first keyframe arrived
-        self.sub: Any = None
         self._start_timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._result: asyncio.Future[Clip | None] = asyncio.get_running_loop().create_future()
-        self.thumbnail_task: asyncio.Future[bool] | None = None
+        self.thumbnail: asyncio.Future[bool] | None = None  # the JPEG being made
 
     async def wait(self) -> Clip | None:
         """The finished clip's index row (None when nothing could be recorded)."""
@@ -130,7 +137,7 @@ class ActiveClip:
         if delay > 0:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(delay, self._expire)
-        elif self.sub is not None:
+        else:
             self.sub.close()  # the capture loop drains what is queued, then ends
 
     def _resolve(self, clip: Clip | None) -> None:
@@ -224,21 +231,20 @@ class Recorder:
             return job
         if self._closed:
             raise RecordError("the recorder is closed")
-        job = ActiveClip(stream, event, activity_id, manual, now)
+        # Subscribe first, so the backlog is what the ring holds at the event; the storage
+        # check below then costs no pre-roll. Never reach into the previous clip.
+        preroll = min(opts.preroll, now - self._floors.get(stream.device_id, 0.0))
+        sub = stream.subscribe(
+            "recorder", preroll=preroll, max_packets=_QUEUE_PACKETS, max_bytes=_QUEUE_BYTES
+        )
+        job = ActiveClip(stream, sub, event, activity_id, manual, now)
         job.cap = now + opts.max_length + opts.preroll  # until the first frame pins it
         job.deadline = job.cap if manual else now + opts.postroll
         self._jobs[stream.device_id] = job  # claimed before any await: one clip per doorbell
-        # Subscribe first, so the backlog is what the ring holds at the event; the storage
-        # check below then costs no pre-roll. Never reach into the previous clip.
-        since_last = now - self._floors.get(stream.device_id, 0.0)
-        job.sub = stream.subscribe(
-            "recorder",
-            preroll=min(opts.preroll, since_last),
-            max_packets=_QUEUE_PACKETS,
-            max_bytes=_QUEUE_BYTES,
-        )
         try:
             await asyncio.to_thread(self.retention.make_room, self.options.reserve_bytes)
+            if self._closed:
+                raise RecordError("the recorder is closed")
         except BaseException:
             self._drop(job)
             raise
@@ -248,7 +254,7 @@ class Recorder:
             "recording %s: %s (pre-roll up to %.1f s)",
             job.device,
             event,
-            min(opts.preroll, since_last),
+            preroll,
         )
         return job
 
@@ -277,9 +283,9 @@ class Recorder:
             await writer.wait()
             if writer.error is not None and not note:
                 note = f"write error: {writer.error}"
-            if job.thumbnail_task is not None:
+            if job.thumbnail is not None:
                 with contextlib.suppress(Exception):
-                    await job.thumbnail_task
+                    await job.thumbnail
             result = await asyncio.to_thread(self._finish, job, note)
             _LOGGER.info(
                 "clip %s: %s, %.1f s (pre-roll %.1f s)%s",
@@ -368,7 +374,7 @@ class Recorder:
         )
         writer.put(key)
         thumb = self.store.file_of(clip).with_suffix(".jpg")
-        job.thumbnail_task = asyncio.ensure_future(
+        job.thumbnail = asyncio.ensure_future(
             asyncio.to_thread(thumbnail_from_keyframe, key.data, thumb)
         )
         return writer

@@ -172,7 +172,7 @@ class ClipStore:
         except (RecordError, OSError) as err:
             reason = "; ".join(x for x in (note, str(err)) if x)
             _LOGGER.error("clip %s failed: %s", clip.path, reason)
-            for leftover in (part, final):
+            for leftover in (part, final, final.with_suffix(".jpg")):
                 leftover.unlink(missing_ok=True)  # nothing playable in it
             self.index.update(clip.id, state="failed", note=reason, size=0)
             return self.index.get(clip.id) or clip
