@@ -16,7 +16,6 @@ import aiohttp
 import av
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from bridge.errors import CloudConnectionError
 from bridge.media.hub import Hub, Session, Stream
@@ -34,20 +33,22 @@ FRONT = "0579ce92-72a5-4b1f-8191-e360876705c3"  # a device of the simulated clou
 
 @dataclass
 class Rig:
-    client: TestClient[Any, Any]
+    app: web.Application
+    http: aiohttp.ClientSession
+    base: str  # http://127.0.0.1:PORT
     hub: Hub
     stream: Stream
 
     @property
     def service(self) -> MjpegService:
-        return self.client.app[MJPEG]
+        return self.app[MJPEG]
 
     def stats(self) -> dict[str, Any]:
         return self.service.stats()[self.stream.name]
 
     def url(self, path: str, **query: Any) -> str:
         params = "&".join(f"{k}={v}" for k, v in {"src": self.stream.name, **query}.items())
-        return str(self.client.make_url(f"{path}?{params}"))
+        return f"{self.base}{path}?{params}"
 
 
 RigFactory = Callable[..., Awaitable[Rig]]
@@ -93,10 +94,10 @@ class FailingConnector:
 
 
 @pytest.fixture
-async def make_rig(
-    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
-) -> AsyncIterator[RigFactory]:
-    hubs: list[Hub] = []
+async def make_rig() -> AsyncIterator[RigFactory]:
+    # A plain AppRunner, as the bridge runs: unlike aiohttp's TestServer it does not cancel a
+    # handler when its client goes, so the tests see how viewers are really released.
+    cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def factory(
         connector: Callable[[], Awaitable[Session]] | None = None,
@@ -106,18 +107,24 @@ async def make_rig(
         # The simulated cloud's device id, so the cloud fallback finds this doorbell.
         hub = Hub(backoff=(0.05, 0.2), idle_timeout=5.0)
         stream = hub.add(FRONT, "front-door", connector or Connector())
-        hubs.append(hub)
         opts = MjpegOptions(**options)
 
         def wire(app: web.Application) -> None:
             setup(app, opts, fallback)
 
-        client = await aiohttp_client(make_app(hub, wire))
-        return Rig(client, hub, stream)
+        app = make_app(hub, wire)
+        runner = web.AppRunner(app, shutdown_timeout=5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        http = aiohttp.ClientSession()
+        cleanups.extend((http.close, runner.cleanup, hub.close))
+        port = runner.addresses[0][1]
+        return Rig(app, http, f"http://127.0.0.1:{port}", hub, stream)
 
     yield factory
-    for hub in hubs:
-        await hub.close()
+    for cleanup in cleanups:
+        await cleanup()
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -151,7 +158,7 @@ async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def snapshot(rig: Rig, **query: Any) -> tuple[str, tuple[int, int]]:
-    async with rig.client.session.get(rig.url("/api/frame.jpeg", **query)) as resp:
+    async with rig.http.get(rig.url("/api/frame.jpeg", **query)) as resp:
         assert resp.status == 200, await resp.text()
         assert resp.content_type == "image/jpeg"
         return resp.headers[SOURCE_HEADER], jpeg_size(await resp.read())
@@ -162,7 +169,7 @@ async def snapshot(rig: Rig, **query: Any) -> tuple[str, tuple[int, int]]:
 
 async def test_mjpeg_parts_are_real_jpegs_and_the_decoder_stops_after(make_rig: RigFactory) -> None:
     rig = await make_rig(fps=15)
-    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+    async with rig.http.get(rig.url("/api/stream.mjpeg")) as resp:
         assert resp.status == 200
         assert resp.content_type == "multipart/x-mixed-replace"
         assert "no-cache" in resp.headers["Cache-Control"]
@@ -193,7 +200,7 @@ async def test_ffmpeg_reads_the_mjpeg_url(make_rig: RigFactory, tmp_path: Path) 
 async def test_ten_viewers_share_one_encoder(make_rig: RigFactory) -> None:
     rig = await make_rig()  # default 10 fps from a 15 fps source
     url = rig.url("/api/stream.mjpeg")
-    responses = [await rig.client.session.get(url) for _ in range(10)]
+    responses = [await rig.http.get(url) for _ in range(10)]
     try:
         await wait_for(lambda: rig.stats()["viewers"] == 10)
         before = rig.stats()
@@ -216,7 +223,7 @@ async def test_ten_viewers_share_one_encoder(make_rig: RigFactory) -> None:
 
 async def test_fps_cap_encodes_only_the_frames_due(make_rig: RigFactory) -> None:
     rig = await make_rig()
-    async with rig.client.session.get(rig.url("/api/stream.mjpeg", fps=5)) as resp:
+    async with rig.http.get(rig.url("/api/stream.mjpeg", fps=5)) as resp:
         await read_parts(resp, 1)
         before = rig.stats()
         parts = await read_parts(resp, 6)
@@ -237,7 +244,7 @@ async def test_a_burst_of_late_frames_skips_to_the_newest_keyframe(make_rig: Rig
         return session
 
     rig = await make_rig(connect, fps=15)
-    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+    async with rig.http.get(rig.url("/api/stream.mjpeg")) as resp:
         await read_parts(resp, 10)
         async with asyncio.timeout(10):
             while rig.stats()["packets_skipped"] == 0:
@@ -248,17 +255,32 @@ async def test_a_burst_of_late_frames_skips_to_the_newest_keyframe(make_rig: Rig
     assert len(set(after_burst)) == 10
 
 
+async def test_a_viewer_leaving_a_stalled_stream_is_released(make_rig: RigFactory) -> None:
+    session = BurstySession(0.2, 30.0)  # no frame for a long while after the first few
+
+    async def connect() -> Session:
+        return session
+
+    rig = await make_rig(connect, fps=15)
+    async with rig.http.get(rig.url("/api/stream.mjpeg")) as resp:
+        await read_parts(resp, 2)
+        await asyncio.sleep(0.5)  # into the stall
+    # No frame comes to fail a write, yet the handler notices the client went.
+    await wait_for(lambda: not rig.stream.subscribers, timeout=5)
+    assert rig.stats()["viewers"] == 0
+
+
 async def test_mjpeg_with_no_picture_is_503_and_shutdown_ends_viewers(
     make_rig: RigFactory,
 ) -> None:
     dead = await make_rig(FailingConnector(), snapshot_timeout=0.5)
-    async with dead.client.session.get(dead.url("/api/stream.mjpeg")) as resp:
+    async with dead.http.get(dead.url("/api/stream.mjpeg")) as resp:
         assert resp.status == 503
         assert "no picture" in (await resp.json())["error"]
     assert not dead.stream.subscribers
 
     rig = await make_rig()
-    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+    async with rig.http.get(rig.url("/api/stream.mjpeg")) as resp:
         await read_parts(resp, 1)
         await rig.service.close()
         await asyncio.wait_for(resp.read(), 10)  # the response ends instead of hanging
@@ -298,7 +320,7 @@ async def test_snapshot_while_watching_comes_from_the_running_decoder(
     make_rig: RigFactory,
 ) -> None:
     rig = await make_rig()
-    async with rig.client.session.get(rig.url("/api/stream.mjpeg")) as resp:
+    async with rig.http.get(rig.url("/api/stream.mjpeg")) as resp:
         await read_parts(resp, 2)
         assert await snapshot(rig, width=80) == ("cache", (80, 64))
         assert rig.stats()["viewers"] == 1
@@ -313,7 +335,7 @@ async def test_cloud_snapshot_when_the_live_view_fails(
     assert await snapshot(rig, width=320) == ("cloud", (320, 180))
     assert connector.calls >= 1
     sim.faults.unreachable.add(FRONT)
-    async with rig.client.session.get(rig.url("/api/frame.jpeg")) as resp:
+    async with rig.http.get(rig.url("/api/frame.jpeg")) as resp:
         assert resp.status == 502
         message = (await resp.json())["error"]
     assert "cloud snapshot failed" in message
@@ -322,7 +344,7 @@ async def test_cloud_snapshot_when_the_live_view_fails(
 
 async def test_no_fallback_is_503(make_rig: RigFactory) -> None:
     rig = await make_rig(FailingConnector(), snapshot_timeout=5)
-    async with rig.client.session.get(rig.url("/api/frame.jpeg")) as resp:
+    async with rig.http.get(rig.url("/api/frame.jpeg")) as resp:
         assert resp.status == 503
         assert "live view" in (await resp.json())["error"]
 
@@ -333,11 +355,11 @@ async def test_no_fallback_is_503(make_rig: RigFactory) -> None:
 @pytest.mark.parametrize("path", ["/api/frame.jpeg", "/api/stream.mjpeg"])
 async def test_unknown_stream_and_junk_queries(make_rig: RigFactory, path: str) -> None:
     rig = await make_rig()
-    async with rig.client.session.get(rig.client.make_url(f"{path}?src=nope")) as resp:
+    async with rig.http.get(f"{rig.base}{path}?src=nope") as resp:
         assert resp.status == 404
         body = await resp.json()
         assert body["streams"] == ["front-door"]
-    async with rig.client.session.get(rig.client.make_url(path)) as resp:
+    async with rig.http.get(rig.base + path) as resp:
         assert resp.status == 400
     for junk in (
         {"fps": "abc"},
@@ -346,7 +368,7 @@ async def test_unknown_stream_and_junk_queries(make_rig: RigFactory, path: str) 
         {"width": "nan"},
         {"fps": "inf"},
     ):
-        async with rig.client.session.get(rig.url(path, **junk)) as resp:
+        async with rig.http.get(rig.url(path, **junk)) as resp:
             assert resp.status == 400, junk
             assert "must be a positive number" in (await resp.json())["error"]
     assert not rig.stream.subscribers

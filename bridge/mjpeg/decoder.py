@@ -128,8 +128,7 @@ class _Run:
     sub: Subscriber
     worker: Worker
     since: float  # packets that arrived before this are the hub's cached GOP
-    task: asyncio.Task[None] | None = None
-    resync: bool = False
+    resync: bool = False  # packets were dropped; the worker must wait for a keyframe
 
 
 @dataclass(eq=False)
@@ -237,7 +236,6 @@ class StreamDecoder:
         task = asyncio.get_running_loop().create_task(
             self._pump(run), name=f"mjpeg {self.stream.name}"
         )
-        run.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._run = run

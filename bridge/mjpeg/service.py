@@ -78,12 +78,16 @@ class MjpegService:
             if self._fallback is None or self._closed:
                 counts["failed"] += 1
                 raise
-            _LOGGER.info(
+            # Debug only: a doorbell that is down is logged once by the hub, and clients poll
+            # snapshots every few seconds.
+            _LOGGER.debug(
                 "stream %s: no live picture (%s); using the cloud snapshot", stream.name, live_err
             )
             try:
                 async with asyncio.timeout(opts.snapshot_timeout):
                     cloud = await self._fallback(stream.device_id)
+                if not cloud.startswith(b"\xff\xd8"):
+                    raise SnapshotUnavailable("the cloud's picture is not a JPEG")
             except (BridgeError, OSError, TimeoutError) as err:
                 counts["failed"] += 1
                 reason = str(err) or type(err).__name__
