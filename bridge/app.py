@@ -9,7 +9,8 @@ from aiohttp.typedefs import Middleware
 
 from bridge.config import Settings
 from bridge.media.hub import Hub, Stream
-from bridge.routes import hls, streams
+from bridge.mjpeg import MjpegOptions
+from bridge.routes import hls, mjpeg, streams
 from bridge.routes.auth import basic_auth_middleware
 from bridge.routes.common import HUB
 from bridge.skybell import Device, SkyBellClient
@@ -49,11 +50,22 @@ def build_app(
         device = by_id.get(stream.device_id)
         if device is None:
             return {}
-        return {"device": device.name, "online": device.online, "battery": device.battery}
+        return {
+            "device": device.name,
+            "online": device.online,
+            "battery": device.battery,
+            "mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {}),
+        }
 
     app[streams.STREAM_INFO] = device_info
     app.router.add_get("/api/health", _health)
     streams.setup(app)
+    mj = settings.mjpeg
+    mjpeg.setup(
+        app,
+        MjpegOptions(mj.fps, mj.width, mj.quality, mj.snapshot_max_age, mj.snapshot_timeout),
+        mjpeg.cloud_fallback(client),
+    )
     hls_opts = settings.hls
     hls.setup(
         app,

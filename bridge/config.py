@@ -105,6 +105,21 @@ class HlsSettings:
 
 
 @dataclass(frozen=True)
+class MjpegSettings:
+    """MJPEG streams and JPEG snapshots (the only outputs that decode video)."""
+
+    # Caps; a viewer may ask for less with ?fps= and ?width=.
+    fps: float = field(default=10.0, metadata=_range(0.2, 30))
+    width: int = field(default=1280, metadata=_range(16, 7680))
+    # ffmpeg's -q:v scale: 2 is best, 31 worst.
+    quality: int = field(default=5, metadata=_range(2, 31))
+    # A snapshot decoded within this many seconds is served again instead of decoding anew.
+    snapshot_max_age: float = field(default=2.0, metadata=_range(0, 60))
+    # How long a snapshot waits for live video before falling back to the cloud's picture.
+    snapshot_timeout: float = field(default=10.0, metadata=_range(1, 60))
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Where clips and the index live."""
 
@@ -145,6 +160,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     streams: StreamSettings = field(default_factory=StreamSettings)
     hls: HlsSettings = field(default_factory=HlsSettings)
+    mjpeg: MjpegSettings = field(default_factory=MjpegSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import sys
@@ -10,12 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import av
 import pytest
 
 from bridge.config import load_settings
 from bridge.redact import Secret
 from bridge.service import Bridge
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
+from bridge.sim.picture import read_stamp
 from bridge.sim.world import SimWorld
 from bridge.skybell import SkyBellClient
 
@@ -194,3 +197,23 @@ async def test_hls_plays_from_the_simulated_doorbell(make_bridge: BridgeFactory)
     assert streams["video"]["codec_name"] == "h264"
     assert (streams["video"]["width"], streams["video"]["height"]) == (854, 480)
     assert streams["audio"]["codec_name"] == "aac"
+
+
+@pytest.mark.slow
+async def test_snapshot_and_mjpeg_from_the_simulated_doorbell(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(bridge.http_url + "api/frame.jpeg?src=front-door") as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Snapshot-Source"] == "live"
+            jpeg = await resp.read()
+        with av.open(io.BytesIO(jpeg), format="mjpeg") as container:
+            frame = next(container.decode(video=0))
+        assert (frame.width, frame.height) == (854, 480)
+        read_stamp(frame.to_ndarray(format="gray"))  # raises unless a doorbell picture
+    code, _, err = await run(
+        "ffmpeg", "-v", "error", "-f", "mpjpeg", "-i",
+        bridge.http_url + "api/stream.mjpeg?src=front-door&width=320",
+        "-frames:v", "5", "-f", "null", "-",
+    )  # fmt: skip
+    assert code == 0, err
