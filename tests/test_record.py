@@ -28,6 +28,7 @@ from bridge.record import (
     ActiveClip,
     Clip,
     ClipBusy,
+    ClipPage,
     ClipStore,
     Database,
     DeviceRecordOptions,
@@ -203,6 +204,10 @@ async def test_cold_stream_records_from_first_keyframe(rig: Rig) -> None:
     rec = rig.recorder(preroll=5.0, postroll=1.0)
     await rec.start()
     assert rig.stream.state == "idle"
+    stopped = await rec.trigger("front-door", "doorbell")
+    assert stopped is not None
+    assert await rec.stop("front-door") is None  # stopped before any picture: no clip
+    assert await rig.store.query() == ClipPage([], None)
     job = await rec.trigger("dev-1", "doorbell")  # by device id
     assert job is not None
     clip = await job.wait()
@@ -401,6 +406,9 @@ async def test_full_disk_refuses_recording_and_the_stream_keeps_serving(rig: Rig
     old = fake_clip(rig.store, "front-door", time.time() - 3600, 5000)
     rec = rig.recorder(preroll=0.5, postroll=0.5, min_free_bytes=10**18)
     await rec.start()
+    with pytest.raises(StorageFull):
+        await rec.trigger("front-door", "doorbell")
+    assert rig.connector.made == []  # a refused clip does not wake an idle doorbell
     viewer = await rig.live_for(0.5)
     with pytest.raises(StorageFull, match="bytes free") as refused:
         await rec.trigger("front-door", "doorbell")

@@ -5,11 +5,12 @@ The app needs ``ClipStore`` (the folder and index, with an async API for routes)
 depends on ``bridge.media`` only; other components can add tables to ``ClipStore.db``.
 """
 
+from .active import ActiveClip
 from .db import Database
 from .errors import ClipBusy, PathOutsideStore, RecordError, StorageFull
 from .index import Clip, ClipIndex, ClipPage
 from .options import DeviceRecordOptions, RecordOptions
-from .recorder import MANUAL, ActiveClip, Recorder, StreamSource
+from .recorder import MANUAL, Recorder, StreamSource
 from .retention import Retention
 from .store import ClipStore, slugify
 

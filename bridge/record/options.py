@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["DeviceOptions", "DeviceRecordOptions", "RecordOptions"]
 
@@ -74,13 +75,9 @@ class RecordOptions:
     def for_device(self, device_id: str, name: str = "") -> DeviceOptions:
         """The options for one doorbell: its overrides (by name, else id) over the globals."""
         over = self.devices.get(name) or self.devices.get(device_id) or DeviceRecordOptions()
-        values = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(DeviceOptions)
-            if f.name not in ("max_bytes",)
+        # Only the whole-folder limits live on RecordOptions; max_bytes is per device only.
+        values: dict[str, Any] = {
+            f.name: getattr(self, f.name, None) for f in dataclasses.fields(DeviceOptions)
         }
-        values["max_bytes"] = None
-        for key, value in dataclasses.asdict(over).items():
-            if value is not None:
-                values[key] = value
+        values.update({k: v for k, v in dataclasses.asdict(over).items() if v is not None})
         return DeviceOptions(**values)

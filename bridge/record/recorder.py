@@ -21,19 +21,19 @@ import time
 from typing import Any, Protocol
 
 from bridge.errors import UnknownDevice
-from bridge.media.buffers import Subscriber
 from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket, extract_sps_pps
+from bridge.record.active import ActiveClip
 from bridge.record.errors import RecordError
 from bridge.record.index import Clip
 from bridge.record.mp4file import clip_tags
 from bridge.record.options import DeviceOptions, RecordOptions
 from bridge.record.retention import Retention
-from bridge.record.store import ClipStore, slugify
+from bridge.record.store import ClipStore
 from bridge.record.thumbnail import thumbnail_from_keyframe
 from bridge.record.writer import ClipWriter
 
-__all__ = ["MANUAL", "ActiveClip", "Recorder", "StreamSource"]
+__all__ = ["MANUAL", "Recorder", "StreamSource"]
 
 _LOGGER = logging.getLogger(__name__)
 MANUAL = "manual"
@@ -55,96 +55,6 @@ class StreamSource(Protocol):
     def streams(self) -> list[Stream]:
         """Every stream."""
         ...
-
-
-class ActiveClip:
-    """A clip being recorded: what triggered it, until when, and its index row once written."""
-
-    def __init__(
-        self,
-        stream: Stream,
-        sub: Subscriber,
-        event: str,
-        activity_id: str | None,
-        manual: bool,
-        now: float,
-    ) -> None:
-        self.sub = sub  # the recorder's place on the stream
-        self.device_id = stream.device_id
-        self.device = slugify(stream.name, slugify(stream.device_id, "device"))
-        self.event = event
-        self.activity_id = activity_id
-        self.manual = manual
-        self.events = 1
-        self.triggered = now  # time.monotonic() of the first event
-        self.deadline = now  # set by the recorder: last event + post-roll
-        self.cap = float("inf")  # first frame + max length
-        self.first_frame: float | None = None  # time.monotonic() arrival of the first frame
-        self.preroll = 0.0  # seconds of video before the first event, once known
-        self.clip: Clip | None = None  # the index row, once the first keyframe arrived
-        self._start_timeout = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._result: asyncio.Future[Clip | None] = asyncio.get_running_loop().create_future()
-        self.thumbnail: asyncio.Future[bool] | None = None  # the JPEG being made
-
-    async def wait(self) -> Clip | None:
-        """The finished clip's index row (None when nothing could be recorded)."""
-        return await asyncio.shield(self._result)
-
-    def extend(self, now: float, postroll: float, *, manual: bool, activity_id: str | None) -> None:
-        """Another event: end ``postroll`` after it (a manual start runs to the cap)."""
-        self.events += 1
-        self.manual = self.manual or manual
-        self.activity_id = self.activity_id or activity_id
-        self.deadline = (
-            self.cap if self.manual else min(self.cap, max(self.deadline, now + postroll))
-        )
-
-    def end_now(self) -> None:
-        """Stop taking packets; the clip is then finished with what it has."""
-        self.deadline = self.cap = time.monotonic()
-        self._expire()
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly summary for the API."""
-        now = time.monotonic()
-        return {
-            "device": self.device,
-            "device_id": self.device_id,
-            "event": self.event,
-            "events": self.events,
-            "manual": self.manual,
-            "seconds": round(now - self.first_frame, 1) if self.first_frame else 0.0,
-            "ends_in": round(max(0.0, self._effective_deadline() - now), 1),
-            "preroll": round(self.preroll, 2),
-            "clip": self.clip.as_dict() if self.clip else None,
-        }
-
-    def _effective_deadline(self) -> float:
-        if self.first_frame is None:  # a cold stream may take a while to show a picture
-            return max(self.deadline, self.triggered + self._start_timeout)
-        return min(self.deadline, self.cap)
-
-    def _arm(self, start_timeout: float) -> None:
-        self._start_timeout = start_timeout
-        self._expire()
-
-    def _expire(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        delay = self._effective_deadline() - time.monotonic()
-        if delay > 0:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(delay, self._expire)
-        else:
-            self.sub.close()  # the capture loop drains what is queued, then ends
-
-    def _resolve(self, clip: Clip | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if not self._result.done():
-            self._result.set_result(clip)
 
 
 class Recorder:
@@ -224,15 +134,24 @@ class Recorder:
         opts = self.options.for_device(stream.device_id, stream.name)
         if not manual and event == "motion" and not opts.record_motion:
             return None
-        now = time.monotonic()
         job = self._jobs.get(stream.device_id)
         if job is not None:
-            job.extend(now, opts.postroll, manual=manual, activity_id=activity_id)
+            job.extend(time.monotonic(), opts.postroll, manual=manual, activity_id=activity_id)
             return job
         if self._closed:
             raise RecordError("the recorder is closed")
-        # Subscribe first, so the backlog is what the ring holds at the event; the storage
-        # check below then costs no pre-roll. Never reach into the previous clip.
+        checked = stream.state == "idle"
+        if checked:
+            # Nothing is buffered, so nothing is lost by checking for room first, and a full
+            # disk does not wake the doorbell (and drain its battery) for a refused clip.
+            await asyncio.to_thread(self.retention.make_room, self.options.reserve_bytes)
+            job = self._jobs.get(stream.device_id)
+            if job is not None:  # another event started one meanwhile
+                job.extend(time.monotonic(), opts.postroll, manual=manual, activity_id=activity_id)
+                return job
+        # Subscribe before anything else that awaits, so the backlog is what the ring holds
+        # at the event. Never reach into the previous clip.
+        now = time.monotonic()
         preroll = min(opts.preroll, now - self._floors.get(stream.device_id, 0.0))
         sub = stream.subscribe(
             "recorder", preroll=preroll, max_packets=_QUEUE_PACKETS, max_bytes=_QUEUE_BYTES
@@ -242,7 +161,8 @@ class Recorder:
         job.deadline = job.cap if manual else now + opts.postroll
         self._jobs[stream.device_id] = job  # claimed before any await: one clip per doorbell
         try:
-            await asyncio.to_thread(self.retention.make_room, self.options.reserve_bytes)
+            if not checked:
+                await asyncio.to_thread(self.retention.make_room, self.options.reserve_bytes)
             if self._closed:
                 raise RecordError("the recorder is closed")
         except BaseException:
