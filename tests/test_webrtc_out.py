@@ -19,7 +19,7 @@ from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Session, Stream
 from bridge.media.packet import MediaPacket, iter_nal_units
 from bridge.routes.webrtc import WEBRTC, setup, stream_stats
-from bridge.webrtc import OfferError
+from bridge.webrtc import OfferError, WebRtcOutput
 from bridge.webrtc.offer import Offer, choose_audio, choose_video, parse_offer
 from bridge.webrtc.tracks import with_parameter_sets
 
@@ -240,7 +240,7 @@ async def test_passthrough_viewer_receives_the_source_bytes(make_rig: RigFactory
     # The GOP backlog went out squeezed (1 ms steps), then live frames at 15 fps (6000 ticks).
     steps = [b.pts - a.pts for a, b in itertools.pairwise(received)]
     assert steps[0] < 6000
-    assert steps[-1] == 6000
+    assert steps.count(6000) >= len(steps) // 2
     source_audio = {bytes(p.data) for p in g711_audio()}
     assert all(p.codec == "pcmu" and bytes(p.data) in source_audio for p in browser.audio)
 
@@ -331,15 +331,47 @@ async def test_session_cap_is_a_clear_503(make_rig: RigFactory) -> None:
     assert len(rig.stream.subscribers) == 1
 
 
+async def test_a_viewer_that_never_connects_is_dropped(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    output = WebRtcOutput(connect_timeout=1.0)
+    silent = Browser()
+    rig.browsers.append(silent)
+    session, _answer = await output.create(rig.stream, await silent.offer())  # never applied
+    assert output.get(session.id) is session
+    assert len(rig.stream.subscribers) == 1
+    await rig.wait_subscribers(0)
+    assert output.get(session.id) is None
+    assert output.sessions() == []
+    await output.close()
+
+
+async def test_shutdown_closes_every_peer(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    browser = Browser(passthrough=True)
+    await rig.whep(browser)
+    await browser.wait_video(1)
+    await rig.client.app[WEBRTC].close()
+    assert len(rig.stream.subscribers) == 0
+    await until(lambda: browser.pc.connectionState == "closed")
+    again = Browser(passthrough=True)
+    rig.browsers.append(again)
+    resp = await rig.client.post(
+        "/api/webrtc?src=front-door", data=await again.offer(), headers={"Content-Type": SDP}
+    )
+    assert resp.status == 503
+
+
 # -- bad requests -------------------------------------------------------------------------------
 
 
 async def test_junk_unknown_stream_and_no_h264_are_refused(make_rig: RigFactory) -> None:
     rig = await make_rig()
     post = rig.client.post
+    no_ice = _offer_sdp([(96, "packetization-mode=1")]).replace("a=ice-ufrag:abcd\r\n", "")
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"data": "hello", "headers": {"Content-Type": SDP}}, 400, "v=0"),
         ({"data": "v=0\r\nm=video junk\r\n", "headers": {"Content-Type": SDP}}, 400, "SDP"),
+        ({"data": no_ice, "headers": {"Content-Type": SDP}}, 400, "ICE credentials"),
         ({"data": "{not json", "headers": {"Content-Type": "application/json"}}, 400, "JSON"),
         ({"json": {"type": "answer", "sdp": "v=0"}}, 400, '"offer"'),
         ({"json": ["offer"]}, 400, '"offer"'),
@@ -380,8 +412,8 @@ async def test_viewers_come_and_go_while_the_source_reconnects(make_rig: RigFact
     late = Browser()
     await rig.whep(late)
     await late.wait_video(10)
+    await until(lambda: sum(t > reconnected for t, _f in stays.video) >= 10)
     after = [f for t, f in stays.video if t > reconnected]
-    assert len(after) >= 10
     assert _decode_sizes(after) == {(WIDTH, HEIGHT)}
     assert _decode_sizes([f for _t, f in late.video]) == {(WIDTH, HEIGHT)}
     assert rig.stream.reconnects >= 1
@@ -398,15 +430,21 @@ def _offer_sdp(video_fmtp: list[tuple[int, str]], audio: str = "") -> str:
         "o=- 1 2 IN IP4 127.0.0.1",
         "s=-",
         "t=0 0",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
         f"m=video 9 UDP/TLS/RTP/SAVPF {pts}",
         "c=IN IP4 0.0.0.0",
         "a=recvonly",
+        "a=rtcp-mux",
         "a=mid:0",
     ]
     for pt, fmtp in video_fmtp:
         lines += [f"a=rtpmap:{pt} H264/90000", f"a=fmtp:{pt} {fmtp}"]
     if audio:
-        lines += ["m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=recvonly", "a=mid:1", f"a=rtpmap:0 {audio}"]
+        lines += ["m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=recvonly", "a=rtcp-mux", "a=mid:1"]
+        lines.append(f"a=rtpmap:0 {audio}")
     return "\r\n".join(lines) + "\r\n"
 
 

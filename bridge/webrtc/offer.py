@@ -8,7 +8,6 @@ codec *capability* to prefer; aiortc then answers with the viewer's first entry 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from aiortc import RTCRtpSender
@@ -21,8 +20,6 @@ from bridge.media.packet import h264_profile
 from .errors import OfferError
 
 __all__ = ["AudioChoice", "Offer", "VideoChoice", "choose_audio", "choose_video", "parse_offer"]
-
-logger = logging.getLogger(__name__)
 
 _MAX_SDP = 64 * 1024  # a browser offer is 3-10 KB; anything far larger is not an offer
 _RECEIVING = ("recvonly", "sendrecv")
@@ -88,6 +85,14 @@ def parse_offer(sdp: str) -> Offer:
         description = SessionDescription.parse(sdp)
     except (ValueError, KeyError, IndexError, AssertionError, TypeError) as err:
         raise OfferError(f"malformed SDP offer: {err or type(err).__name__}") from err
+    for media in description.media:
+        # What aiortc would refuse later, checked now: by then the doorbell would be awake.
+        if not (media.ice and media.ice.usernameFragment and media.ice.password):
+            raise OfferError("the offer lacks ICE credentials (a=ice-ufrag / a=ice-pwd)")
+        if not (media.dtls and media.dtls.fingerprints):
+            raise OfferError("the offer lacks DTLS parameters (a=fingerprint, a=setup)")
+        if media.kind in ("audio", "video") and not media.rtcp_mux:
+            raise OfferError("the offer must use RTCP multiplexing (a=rtcp-mux)")
     videos = [m for m in description.media if m.kind == "video"]
     if not videos:
         raise OfferError("the offer has no video m-line")

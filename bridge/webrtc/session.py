@@ -136,6 +136,7 @@ class WebRtcSession:
                 video_choice.profile_level_id,
             )
         audio = choose_audio(offer, await self._source_audio_codec(offer))
+        self._check_open()
         self.audio_codec, self.audio_note = audio.codec, audio.note
         if audio.codec is None:
             logger.debug("%s on %s: no audio: %s", self.label, stream.name, audio.note)
@@ -158,6 +159,7 @@ class WebRtcSession:
             await pc.setLocalDescription(await pc.createAnswer())
         except _NEGOTIATION_ERRORS as err:
             raise OfferError(f"the offer was refused: {err or type(err).__name__}") from err
+        self._check_open()
         # After setRemoteDescription: BUNDLE may have moved the sender to another transport.
         aiortc_patch.watch_keyframe_requests(video.sender, self._keyframe_requested)
         self._connect_timer = asyncio.get_running_loop().call_later(
@@ -173,6 +175,12 @@ class WebRtcSession:
             self.audio_codec or "none",
         )
         return str(pc.localDescription.sdp)
+
+    def _check_open(self) -> None:
+        # close() may run while negotiate() waits (shutdown, the stream ending); a peer made
+        # after that would never be closed.
+        if self._closing is not None:
+            raise StreamUnavailable("the session was closed while it was being set up")
 
     async def _source_audio_codec(self, offer: Offer) -> str | None:
         stream = self.stream
