@@ -10,7 +10,7 @@ from aiohttp.typedefs import Middleware
 from bridge.config import Settings
 from bridge.media.hub import Hub, Stream
 from bridge.mjpeg import MjpegOptions
-from bridge.routes import hls, mjpeg, streams
+from bridge.routes import hls, mjpeg, streams, webrtc
 from bridge.routes.auth import basic_auth_middleware
 from bridge.routes.common import HUB
 from bridge.skybell import Device, SkyBellClient
@@ -55,6 +55,7 @@ def build_app(
             "online": device.online,
             "battery": device.battery,
             "mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {}),
+            **webrtc.stream_stats(app, stream),
         }
 
     app[streams.STREAM_INFO] = device_info
@@ -66,6 +67,7 @@ def build_app(
         MjpegOptions(mj.fps, mj.width, mj.quality, mj.snapshot_max_age, mj.snapshot_timeout),
         mjpeg.cloud_fallback(client),
     )
+    webrtc.setup(app, max_sessions_per_stream=settings.webrtc.max_sessions)
     hls_opts = settings.hls
     hls.setup(
         app,

@@ -120,6 +120,14 @@ class MjpegSettings:
 
 
 @dataclass(frozen=True)
+class WebRtcSettings:
+    """WebRTC to browsers."""
+
+    # Each browser costs a few % of a core and a share of the doorbell's uplink.
+    max_sessions: int = field(default=10, metadata=_range(1, 100))
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Where clips and the index live."""
 
@@ -161,6 +169,7 @@ class Settings:
     streams: StreamSettings = field(default_factory=StreamSettings)
     hls: HlsSettings = field(default_factory=HlsSettings)
     mjpeg: MjpegSettings = field(default_factory=MjpegSettings)
+    webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     log: LogSettings = field(default_factory=LogSettings)

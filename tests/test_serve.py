@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import av
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from bridge.config import load_settings
 from bridge.redact import Secret
@@ -217,3 +218,34 @@ async def test_snapshot_and_mjpeg_from_the_simulated_doorbell(make_bridge: Bridg
         "-frames:v", "5", "-f", "null", "-",
     )  # fmt: skip
     assert code == 0, err
+
+
+@pytest.mark.slow
+async def test_a_browser_peer_gets_h264_over_webrtc(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    pc = RTCPeerConnection()
+    video = pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                bridge.http_url + "api/webrtc?src=front-door",
+                data=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp"},
+            ) as resp:
+                assert resp.status == 201
+                answer = await resp.text()
+                location = resp.headers["Location"]
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            frames = [await asyncio.wait_for(video.receiver.track.recv(), 20) for _ in range(5)]
+            assert all(isinstance(f, av.VideoFrame) for f in frames)
+            assert {(f.width, f.height) for f in frames} == {(854, 480)}  # type: ignore[union-attr]
+            _, body = await get_json(bridge.http_url + "api/streams?src=front-door")
+            assert body["viewers"] == {"webrtc": 1}
+            async with http.delete(bridge.http_url + location.lstrip("/")) as resp:
+                assert resp.status == 200
+            _, body = await get_json(bridge.http_url + "api/streams?src=front-door")
+            assert body["viewers"] == {}
+    finally:
+        await pc.close()
