@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
+
 from pathlib import Path
 
 import pytest
 
-from bridge.config import load_settings
+from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.redact import Secret
 
@@ -109,3 +113,16 @@ def test_invalid_toml(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_example_file_loads_and_names_every_key() -> None:
+    example = Path(__file__).parents[1] / "bridge.example.toml"
+    load_settings(example, {})
+    text = example.read_text()
+    hints = typing.get_type_hints(Settings)
+    for section in dataclasses.fields(Settings):
+        assert f"[{section.name}]" in text
+        for key in dataclasses.fields(hints[section.name]):
+            assert re.search(rf"^#? ?{key.name}(_file)? = ", text, re.M), (
+                f"{section.name}.{key.name}"
+            )
