@@ -40,6 +40,7 @@ _LOGGER = logging.getLogger(__name__)
 EVENTS = web.AppKey("events", EventService)
 _FEEDS: web.AppKey[set[EventQueue]] = web.AppKey("event_feeds")
 _KEEPALIVE: web.AppKey[float] = web.AppKey("event_keepalive")
+_STRANGERS: web.AppKey[set[str]] = web.AppKey("event_strangers")  # unknown ids warned about
 _MAX_LIMIT = 500
 _RETRY_MS = 3000  # how long a browser's EventSource waits before reconnecting
 
@@ -100,7 +101,9 @@ async def _webhook(request: web.Request) -> web.Response:
             if await service.directory.find_id(event.device_id) is not None:
                 event = build(service)
             else:
-                _LOGGER.warning("webhook for device %s, which is not on the account", event.device_id)
+                _LOGGER.warning(
+                    "webhook for device %s, which is not on the account", event.device_id
+                )
         published = service.publish(event)
     except PayloadError as err:
         raise error(web.HTTPBadRequest, str(err)) from None
@@ -239,6 +242,7 @@ def setup(
     app[EVENTS] = service
     app[_FEEDS] = set[EventQueue]()
     app[_KEEPALIVE] = keepalive
+    app[_STRANGERS] = set[str]()
     app.router.add_post(WEBHOOK_PATH, _webhook)
     app.router.add_get(WEBHOOK_PATH, _webhook)
     app.router.add_get("/api/events", _events)
@@ -260,4 +264,3 @@ def setup(
             await service.close()
 
         app.cleanup_ctx.append(lifecycle)
-

@@ -130,7 +130,9 @@ class SimPresser:
         )
         return record
 
-    async def _call_webhook(self, trigger: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    async def _call_webhook(
+        self, trigger: dict[str, Any], payload: dict[str, Any]
+    ) -> dict[str, Any]:
         meta = trigger["meta_config"]
         headers = {}
         if meta.get("header_name") and meta.get("header_value"):

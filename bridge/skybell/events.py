@@ -140,7 +140,10 @@ def make_event(
 
 def parse_time(value: Any) -> datetime | None:
     """An aware UTC time from JS milliseconds or ISO 8601 (naive means UTC), else None."""
-    when = _parse_time(value)
+    try:
+        when = _parse_time(value)
+    except (ValueError, OverflowError, OSError):  # NaN, or a year past 9999
+        return None
     if when is not None and when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when

@@ -121,7 +121,10 @@ class ActivityPoller:
         self._seen = {k: t for k, t in self._seen.items() if t >= since - self.lookback}
         count = 0
         for activity in sorted(fresh.values(), key=lambda a: a.event_time):
-            if activity.event_type not in self.types or activity.event_time.timestamp() < self._floor:
+            if (
+                activity.event_type not in self.types
+                or activity.event_time.timestamp() < self._floor
+            ):
                 continue
             device = self._directory.by_id.get(activity.device_id)
             self._publish(event_from_activity(activity, device))
@@ -142,4 +145,3 @@ class ActivityPoller:
             if len(batch) < self._page or batch[-1].event_time.timestamp() < since:
                 break
         return found
-
