@@ -158,7 +158,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         bridge = Bridge(settings, cloud.client, cloud.session)
         try:
             await bridge.start()
-            names = ", ".join(d.slug for d in bridge.devices) or "none"
+            names = ", ".join(bridge.devices) or "none"
             print(f"skybell-bridge: {len(bridge.devices)} doorbell(s): {names}", flush=True)
             print(f"  web and API  {bridge.http_url}", flush=True)
             print(f"  RTSP         {bridge.rtsp_url}NAME", flush=True)

@@ -1,38 +1,53 @@
-"""The bridge's aiohttp application: an ordered list of each output's ``setup(app, ...)``."""
+"""The bridge's aiohttp application: an ordered list of each part's ``setup(app, ...)``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from bridge.config import Settings
+from bridge.events import EventService
 from bridge.media.hub import Hub, Stream
 from bridge.mjpeg import MjpegOptions
-from bridge.routes import hls, mjpeg, streams, webrtc
+from bridge.record import ClipStore, Recorder
+from bridge.routes import clips, events, hls, mjpeg, streams, webrtc
 from bridge.routes.auth import basic_auth_middleware
 from bridge.routes.common import HUB
 from bridge.skybell import Device, SkyBellClient
 
-__all__ = ["CLIENT", "DEVICES", "SETTINGS", "build_app"]
+__all__ = ["PARTS", "Parts", "build_app"]
 
-SETTINGS = web.AppKey("settings", Settings)
-CLIENT = web.AppKey("client", SkyBellClient)
-DEVICES = web.AppKey("devices", list[Device])
 
-# Paths that carry their own credential and must stay reachable without the UI password.
-_OPEN_PATHS = ("/api/health",)
+@dataclass
+class Parts:
+    """Everything the routes serve from; the service builds and owns them."""
+
+    settings: Settings
+    client: SkyBellClient
+    hub: Hub
+    devices: list[Device]
+    events: EventService
+    store: ClipStore
+    recorder: Recorder
+
+
+PARTS = web.AppKey("parts", Parts)
+
+# Paths that carry their own credential (or none is needed) and stay open without the password:
+# SkyBell cannot send Basic auth, so its webhook is guarded by the shared-secret header instead.
+_OPEN_PATHS = ("/api/health", events.WEBHOOK_PATH)
 
 
 async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "streams": len(request.app[HUB].streams)})
 
 
-def build_app(
-    settings: Settings, client: SkyBellClient, hub: Hub, devices: list[Device]
-) -> web.Application:
+def build_app(parts: Parts) -> web.Application:
     """Assemble the HTTP API and outputs for the account's doorbells."""
+    settings = parts.settings
     srv = settings.server
     middlewares: list[Middleware] = []
     if srv.password is not None:
@@ -40,40 +55,36 @@ def build_app(
             basic_auth_middleware(srv.username, srv.password.reveal(), open_paths=_OPEN_PATHS)
         )
     app = web.Application(middlewares=middlewares)
-    app[SETTINGS] = settings
-    app[CLIENT] = client
-    app[DEVICES] = devices
-    app[HUB] = hub
-    by_id = {d.id: d for d in devices}
+    app[PARTS] = parts
+    app[HUB] = parts.hub
+    by_id = {d.id: d for d in parts.devices}
 
-    def device_info(stream: Stream) -> dict[str, Any]:
+    def stream_info(stream: Stream) -> dict[str, Any]:
         device = by_id.get(stream.device_id)
-        if device is None:
-            return {}
-        return {
-            "device": device.name,
-            "online": device.online,
-            "battery": device.battery,
-            "mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {}),
-            **webrtc.stream_stats(app, stream),
-        }
+        info: dict[str, Any] = {"mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {})}
+        info.update(webrtc.stream_stats(app, stream))
+        if device is not None:
+            info.update(device=device.name, online=device.online, battery=device.battery)
+        return info
 
-    app[streams.STREAM_INFO] = device_info
+    app[streams.STREAM_INFO] = stream_info
     app.router.add_get("/api/health", _health)
     streams.setup(app)
     mj = settings.mjpeg
     mjpeg.setup(
         app,
         MjpegOptions(mj.fps, mj.width, mj.quality, mj.snapshot_max_age, mj.snapshot_timeout),
-        mjpeg.cloud_fallback(client),
+        mjpeg.cloud_fallback(parts.client),
     )
     webrtc.setup(app, max_sessions_per_stream=settings.webrtc.max_sessions)
-    hls_opts = settings.hls
+    h = settings.hls
     hls.setup(
         app,
-        idle_timeout=hls_opts.idle_timeout,
-        segment_target=hls_opts.segment_target,
-        part_target=hls_opts.part_target,
-        window=hls_opts.window,
+        idle_timeout=h.idle_timeout,
+        segment_target=h.segment_target,
+        part_target=h.part_target,
+        window=h.window,
     )
+    clips.setup(app, parts.store, parts.recorder)
+    events.setup(app, parts.events, manage=False)
     return app

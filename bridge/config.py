@@ -135,6 +135,67 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """Where doorbell events come from: SkyBell webhooks, the local UDP broadcast, polling."""
+
+    # The webhook refuses every call until a secret is set; `triggers add` sends it to SkyBell.
+    webhook_secret: Secret | None = None
+    webhook_header: str = "X-Skybell-Bridge-Secret"
+    webhook_max_bytes: int = field(default=65536, metadata=_range(1024, 1 << 20))
+    # The doorbell's UDP broadcast only reaches a bridge on its LAN, hence off by default.
+    udp_enabled: bool = False
+    udp_host: str = "0.0.0.0"
+    udp_port: int = field(default=5000, metadata=_range(1, 65535))
+    udp_button_token: str = ""  # empty: the token from SkyBell's documentation
+    udp_motion_token: str = ""
+    # Polling the activity list is the fallback that always works, a few seconds late.
+    poll_enabled: bool = True
+    poll_interval: float = field(default=10.0, metadata=_range(1, 3600))
+    poll_max_backoff: float = field(default=300.0, metadata=_range(1, 3600))
+    poll_backfill: float = field(default=0.0, metadata=_range(0))
+    # Reports of one press from several sources within this window are one event.
+    dedup_window: float = field(default=5.0, metadata=_range(0, 60))
+    log_max_age_days: float = field(default=30.0, metadata=_range(0))
+    log_max_rows: int = field(default=100_000, metadata=_range(100))
+
+
+@dataclass(frozen=True)
+class RecordDeviceSettings:
+    """One doorbell's overrides of [record] (unset keys keep the global value)."""
+
+    preroll: float | None = field(default=None, metadata=_range(0, 60))
+    postroll: float | None = field(default=None, metadata=_range(0, 600))
+    max_length: float | None = field(default=None, metadata=_range(1, 3600))
+    record_motion: bool | None = None
+    keep_warm: bool | None = None
+    audio: bool | None = None
+    max_gb: float | None = field(default=None, metadata=_range(0))
+    max_age_days: float | None = field(default=None, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """Event clips: how they are cut and how much of them is kept."""
+
+    # Seconds before the event, taken from the stream's buffer; only there when the live
+    # session was already running (see keep_warm).
+    preroll: float = field(default=5.0, metadata=_range(0, 60))
+    postroll: float = field(default=10.0, metadata=_range(0, 600))
+    max_length: float = field(default=120.0, metadata=_range(1, 3600))
+    record_motion: bool = True
+    # Keep every doorbell's live session open so events always have pre-roll. This holds the
+    # doorbell's camera and radio on and a cloud session open around the clock: it drains a
+    # battery doorbell in days. Leave it off unless the doorbell is wired.
+    keep_warm: bool = False
+    audio: bool = True
+    min_free_mb: int = field(default=1024, metadata=_range(0))
+    max_total_gb: float | None = field(default=None, metadata=_range(0))
+    max_age_days: float | None = field(default=None, metadata=_range(0))
+    # Per-doorbell overrides: [record.devices.front-door] preroll = 8.0
+    devices: dict[str, RecordDeviceSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SwitchBotSettings:
     """The SwitchBot account that rules drive (API v1.1)."""
 
@@ -171,6 +232,8 @@ class Settings:
     mjpeg: MjpegSettings = field(default_factory=MjpegSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    events: EventSettings = field(default_factory=EventSettings)
+    record: RecordSettings = field(default_factory=RecordSettings)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -232,6 +295,11 @@ def _load_section(section: str, cls: type[Any], raw: dict[str, Any], env: Mappin
         dotted = f"{section}.{name}"
         env_name = f"{ENV_PREFIX}{section}_{name}".upper()
         typ = hints[name]
+        table = _table_of(typ)
+        if table is not None:
+            if name in raw:
+                values[name] = _load_table(dotted, table, raw[name])
+            continue
         if env_name in env:
             value, origin = env[env_name], f"environment variable {env_name}"
         elif _is_secret(typ) and env.get(env_name + "_FILE"):
@@ -244,6 +312,22 @@ def _load_section(section: str, cls: type[Any], raw: dict[str, Any], env: Mappin
             continue
         values[name] = _convert(dotted, typ, value, origin, f.metadata)
     return cls(**values)
+
+
+def _table_of(typ: Any) -> type[Any] | None:
+    """The dataclass X when ``typ`` is ``dict[str, X]`` (a table of sub-tables), else None."""
+    if typing.get_origin(typ) is dict:
+        value_type = typing.get_args(typ)[1]
+        if dataclasses.is_dataclass(value_type):
+            return value_type  # type: ignore[return-value]
+    return None
+
+
+def _load_table(key: str, cls: type[Any], raw: Any) -> dict[str, Any]:
+    # Sub-tables come from the file only: environment variables name flat keys.
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError(key, f"expected tables like [{key}.NAME]")
+    return {name: _load_section(f"{key}.{name}", cls, sub, {}) for name, sub in raw.items()}
 
 
 def _is_secret(typ: Any) -> bool:
@@ -339,6 +423,20 @@ def _check_cross_field(settings: Settings) -> None:
             "hls.part_target",
             f"must be at most half of hls.segment_target ({hls.segment_target:g} s)",
         )
+    rec, buffered = settings.record, settings.streams.buffer_seconds
+    prerolls = [("record.preroll", rec.preroll)] + [
+        (f"record.devices.{name}.preroll", d.preroll)
+        for name, d in rec.devices.items()
+        if d.preroll is not None
+    ]
+    for key, preroll in prerolls:
+        # Pre-roll starts at a keyframe, so the buffer must reach a GOP further back.
+        if preroll + 2 > buffered:
+            raise ConfigError(
+                key,
+                f"{preroll:g} s needs streams.buffer_seconds of at least {preroll + 2:g} "
+                f"(now {buffered:g})",
+            )
     sw = settings.switchbot
     if (sw.token is None) != (sw.secret is None):
         missing = "switchbot.secret" if sw.token else "switchbot.token"

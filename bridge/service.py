@@ -1,4 +1,4 @@
-"""The running bridge: one hub stream per doorbell, the HTTP app and the RTSP listener.
+"""The running bridge: hub streams, recorder, events, the HTTP app and the RTSP listener.
 
 ``serve`` is this plus a wait; tests start a ``Bridge`` on port 0 against the simulator and
 talk to it only through its ports, as a user's tools would.
@@ -6,23 +6,64 @@ talk to it only through its ports, as a user's tools would.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
-from bridge.app import build_app
-from bridge.config import Settings
+from bridge.app import Parts, build_app
+from bridge.config import RecordDeviceSettings, RecordSettings, Settings
+from bridge.events import Event, EventOptions, EventService
 from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Session
 from bridge.media.live import open_live_session
+from bridge.record import ClipStore, DeviceRecordOptions, Recorder, RecordOptions, StorageFull
 from bridge.rtsp import RtspServer
-from bridge.skybell import Device, SkyBellClient
+from bridge.skybell import SkyBellClient
 
-__all__ = ["Bridge"]
+__all__ = ["INDEX_NAME", "Bridge", "record_options"]
 
 _LOGGER = logging.getLogger(__name__)
+
+INDEX_NAME = "index.sqlite3"  # clips and events share one database in the clips folder
+_RECORDED_EVENTS = ("doorbell", "motion")
+_GIB = 1 << 30
+
+
+def _gib(value: float | None) -> int | None:
+    return None if value is None else int(value * _GIB)
+
+
+def _device_options(d: RecordDeviceSettings) -> DeviceRecordOptions:
+    return DeviceRecordOptions(
+        preroll=d.preroll,
+        postroll=d.postroll,
+        max_length=d.max_length,
+        record_motion=d.record_motion,
+        keep_warm=d.keep_warm,
+        audio=d.audio,
+        max_bytes=_gib(d.max_gb),
+        max_age_days=d.max_age_days,
+    )
+
+
+def record_options(r: RecordSettings) -> RecordOptions:
+    """The recorder's options from the ``[record]`` settings."""
+    return RecordOptions(
+        preroll=r.preroll,
+        postroll=r.postroll,
+        max_length=r.max_length,
+        record_motion=r.record_motion,
+        keep_warm=r.keep_warm,
+        audio=r.audio,
+        min_free_bytes=r.min_free_mb << 20,
+        max_total_bytes=_gib(r.max_total_gb),
+        max_age_days=r.max_age_days,
+        devices={name: _device_options(d) for name, d in r.devices.items()},
+    )
 
 
 class Bridge:
@@ -33,7 +74,6 @@ class Bridge:
     ) -> None:
         self.settings = settings
         self.client = client
-        self.devices: list[Device] = []
         st = settings.streams
         self.hub = Hub(
             idle_timeout=st.idle_timeout,
@@ -42,10 +82,17 @@ class Bridge:
         )
         self.http_url = ""
         self.rtsp_url = ""
+        self.parts: Parts | None = None
         self._http = http
         self._runner: web.AppRunner | None = None
         self._rtsp: RtspServer | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._closed = False
+
+    @property
+    def devices(self) -> list[str]:
+        """The stream names being served."""
+        return [s.name for s in self.hub.streams]
 
     def _connector(self, device_id: str) -> Callable[[], Awaitable[Session]]:
         async def connect() -> Session:
@@ -54,16 +101,33 @@ class Bridge:
         return connect
 
     async def start(self) -> None:
-        """Find the doorbells, then open the HTTP and RTSP listeners."""
-        hosts = [
-            a.strip() for a in self.settings.streams.ice_host_addresses.split(",") if a.strip()
-        ]
+        """Find the doorbells, start recording and events, then open the listeners."""
+        settings = self.settings
+        hosts = [a.strip() for a in settings.streams.ice_host_addresses.split(",") if a.strip()]
         if hosts:
             aiortc_patch.restrict_host_candidates(hosts)
-        self.devices = await self.client.devices()
-        for device in self.devices:
+        devices = await self.client.devices()
+        for device in devices:
             self.hub.add(device.id, device.slug, self._connector(device.id))
-        srv = self.settings.server
+        self._closers.append(self.hub.close)
+
+        clips_dir = settings.storage.clips_dir
+        store = await asyncio.to_thread(ClipStore, clips_dir)
+        self._closers.append(lambda: asyncio.to_thread(store.close))
+        recorder = Recorder(self.hub, store, record_options(settings.record))
+        self._closers.append(recorder.close)
+        recovered = await recorder.start()
+        if recovered:
+            _LOGGER.info("recovered %d clip(s) left by an earlier run", len(recovered))
+
+        ev = settings.events
+        options = EventOptions(**{f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)})
+        events = EventService(self.client, devices, options, log_path=clips_dir / INDEX_NAME)
+        self._closers.append(events.close)
+        await events.start()
+        events.bus.subscribe("recorder", self._record_event(recorder))
+
+        srv = settings.server
         password = srv.password.reveal() if srv.password is not None else None
         self._rtsp = RtspServer(
             self.hub.get,
@@ -74,25 +138,42 @@ class Bridge:
             auth=srv.rtsp_auth,
             audio=srv.rtsp_audio,
         )
+        self._closers.append(self._rtsp.close)
         await self._rtsp.start()
-        app = build_app(self.settings, self.client, self.hub, self.devices)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+        self.parts = Parts(settings, self.client, self.hub, devices, events, store, recorder)
+        self._runner = web.AppRunner(build_app(self.parts), access_log=None, handle_signals=False)
+        self._closers.append(self._runner.cleanup)
         await self._runner.setup()
         await web.TCPSite(self._runner, srv.host, srv.port).start()
         host, port = self._runner.addresses[0][:2]
         self.http_url = f"http://{_urlhost(host)}:{port}/"
         self.rtsp_url = f"rtsp://{_urlhost(self._rtsp.host)}:{self._rtsp.port}/"
 
+    @staticmethod
+    def _record_event(recorder: Recorder) -> Callable[[Event], Awaitable[None]]:
+        async def on_event(event: Event) -> None:
+            if event.type not in _RECORDED_EVENTS or not event.known_device:
+                return
+            try:
+                await recorder.trigger(event.device_id, event.type, activity_id=event.activity_id)
+            except StorageFull as err:
+                # Live view goes on; the log says why this event has no clip.
+                _LOGGER.warning("not recording %s at %s: %s", event.type, event.device, err)
+
+        return on_event
+
     async def close(self) -> None:
-        """Stop listening, end every live session; safe to call twice."""
+        """Stop listening, finish clips, end every live session; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        if self._rtsp is not None:
-            await self._rtsp.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.hub.close()
+        # Last started, first stopped: the listeners go before what they serve from.
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception:
+                _LOGGER.exception("error while shutting down")
 
 
 def _urlhost(host: str) -> str:

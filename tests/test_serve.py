@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import sys
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,7 +42,7 @@ async def world() -> AsyncIterator[SimWorld]:
 
 
 @pytest.fixture
-async def make_bridge(world: SimWorld) -> AsyncIterator[BridgeFactory]:
+async def make_bridge(world: SimWorld, tmp_path: Path) -> AsyncIterator[BridgeFactory]:
     made: list[Bridge] = []
     async with aiohttp.ClientSession() as http:
 
@@ -50,6 +51,8 @@ async def make_bridge(world: SimWorld) -> AsyncIterator[BridgeFactory]:
                 "SKYBELL_BRIDGE_SERVER_PORT": "0",
                 "SKYBELL_BRIDGE_SERVER_RTSP_PORT": "0",
                 "SKYBELL_BRIDGE_STREAMS_IDLE_TIMEOUT": "2",
+                "SKYBELL_BRIDGE_STORAGE_CLIPS_DIR": str(tmp_path / "clips"),
+                "SKYBELL_BRIDGE_RECORD_MIN_FREE_MB": "0",
             }
             settings = load_settings(None, {**base, **env})
             client = SkyBellClient(
@@ -143,11 +146,11 @@ async def test_auth_is_required_over_http_and_rtsp(make_bridge: BridgeFactory) -
 
 
 @pytest.mark.slow
-async def test_serve_command_runs_against_the_simulator_with_no_config() -> None:
+async def test_serve_command_runs_against_the_simulator_with_no_config(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBELL_BRIDGE_")}
     env |= {"SKYBELL_BRIDGE_SERVER_PORT": "0", "SKYBELL_BRIDGE_SERVER_RTSP_PORT": "0"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve",
+        sys.executable, "-m", "bridge", "serve", cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
     assert proc.stdout is not None

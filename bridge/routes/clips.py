@@ -1,0 +1,156 @@
+"""Clips API: list and filter, metadata, video (with HTTP Range for seeking), thumbnail, delete,
+and manual recording (``POST /api/record?src=``).
+
+Clips are addressed by their index id only (``\\d+`` in the route), never by a path from the
+request, so no URL can name a file outside the clips folder; the store resolves and checks the
+indexed path again before anything is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from bridge.record import ClipBusy, ClipStore, PathOutsideStore, Recorder, StorageFull
+from bridge.record.index import Clip
+from bridge.routes.common import error, stream_from_query
+
+__all__ = ["RECORDER", "STORE", "setup"]
+
+_LOGGER = logging.getLogger(__name__)
+
+STORE = web.AppKey("clip_store", ClipStore)
+RECORDER = web.AppKey("recorder", Recorder)
+
+_FILTERS = ("device", "event", "source", "state", "cursor")
+
+
+def _time_param(request: web.Request, name: str) -> float | None:
+    """A Unix time or an ISO-8601 date/time from the query."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise error(web.HTTPBadRequest, f"{name} must be a Unix time or an ISO date") from None
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except ValueError:
+        raise error(web.HTTPBadRequest, f"{name} must be an integer") from None
+    if value < 0:
+        raise error(web.HTTPBadRequest, f"{name} must not be negative")
+    return value
+
+
+def _describe(clip: Clip) -> dict[str, Any]:
+    out = clip.as_dict()
+    base = f"/api/clips/{clip.id}"
+    out["video_url"] = base + "/video"
+    out["thumbnail_url"] = base + "/thumbnail" if clip.thumbnail else None
+    return out
+
+
+async def _list(request: web.Request) -> web.Response:
+    filters: dict[str, Any] = {k: request.query[k] for k in _FILTERS if request.query.get(k)}
+    filters["since"] = _time_param(request, "since")
+    filters["until"] = _time_param(request, "until")
+    filters["limit"] = min(_int_param(request, "limit", 50), 1000) or 1
+    filters["offset"] = _int_param(request, "offset", 0)
+    try:
+        page = await request.app[STORE].query(**filters)
+    except ValueError as err:  # a cursor that is not one of ours
+        raise error(web.HTTPBadRequest, f"bad cursor: {err}") from None
+    return web.json_response(
+        {"clips": [_describe(c) for c in page.clips], "next_cursor": page.next_cursor}
+    )
+
+
+async def _clip(request: web.Request) -> Clip:
+    clip = await request.app[STORE].get(int(request.match_info["id"]))
+    if clip is None:
+        raise error(web.HTTPNotFound, f"no clip {request.match_info['id']}")
+    return clip
+
+
+async def _metadata(request: web.Request) -> web.Response:
+    return web.json_response(_describe(await _clip(request)))
+
+
+async def _video(request: web.Request) -> web.FileResponse:
+    clip = await _clip(request)
+    try:
+        path = request.app[STORE].file_of(clip)
+    except PathOutsideStore:
+        _LOGGER.warning("clip %d has a path outside the clips folder; refusing it", clip.id)
+        raise error(web.HTTPNotFound, f"clip {clip.id} has no file") from None
+    if not path.is_file():
+        raise error(web.HTTPNotFound, f"clip {clip.id} has no file (deleted or uploaded)")
+    # FileResponse answers Range requests (206) and HEAD, which browsers need to seek.
+    return web.FileResponse(path, headers={"Content-Type": "video/mp4"})
+
+
+async def _thumbnail(request: web.Request) -> web.FileResponse:
+    clip = await _clip(request)
+    try:
+        path = request.app[STORE].thumbnail_of(clip)
+    except PathOutsideStore:
+        path = None
+    if path is None or not path.is_file():
+        raise error(web.HTTPNotFound, f"clip {clip.id} has no thumbnail")
+    return web.FileResponse(path, headers={"Content-Type": "image/jpeg"})
+
+
+async def _delete(request: web.Request) -> web.Response:
+    clip_id = int(request.match_info["id"])
+    try:
+        clip = await request.app[STORE].delete(clip_id)
+    except ClipBusy:
+        raise error(web.HTTPConflict, f"clip {clip_id} is still being recorded") from None
+    if clip is None:
+        raise error(web.HTTPNotFound, f"no clip {clip_id}")
+    return web.json_response({"deleted": clip_id})
+
+
+async def _record(request: web.Request) -> web.Response:
+    """Start (default) or stop a manual clip: ``POST /api/record?src=NAME[&action=stop]``."""
+    stream = stream_from_query(request)
+    recorder = request.app[RECORDER]
+    action = request.query.get("action", "start")
+    if action == "stop":
+        clip = await recorder.stop(stream)
+        return web.json_response({"stopped": clip is not None, "clip": clip and _describe(clip)})
+    if action != "start":
+        raise error(web.HTTPBadRequest, "action must be start or stop")
+    try:
+        job = await recorder.start_manual(stream)
+    except StorageFull as err:
+        raise error(web.HTTPInsufficientStorage, str(err)) from None
+    return web.json_response({"recording": job.as_dict()}, status=202)
+
+
+async def _recording(request: web.Request) -> web.Response:
+    return web.json_response({"recording": [j.as_dict() for j in request.app[RECORDER].active()]})
+
+
+def setup(app: web.Application, store: ClipStore, recorder: Recorder) -> None:
+    """Add the clips API and manual recording."""
+    app[STORE] = store
+    app[RECORDER] = recorder
+    app.router.add_get("/api/clips", _list)
+    app.router.add_get(r"/api/clips/{id:\d+}", _metadata)
+    app.router.add_delete(r"/api/clips/{id:\d+}", _delete)
+    app.router.add_get(r"/api/clips/{id:\d+}/video", _video)
+    app.router.add_get(r"/api/clips/{id:\d+}/thumbnail", _thumbnail)
+    app.router.add_post("/api/record", _record)
+    app.router.add_get("/api/record", _recording)
