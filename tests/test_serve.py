@@ -7,8 +7,8 @@ import io
 import os
 import signal
 import sys
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
