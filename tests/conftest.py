@@ -69,3 +69,7 @@ def make_client(
         return SkyBellClient(session, base_url=base, **kwargs)
 
     return factory
+
+
+# A whole Bridge against the simulator, for the end-to-end tests of several modules.
+from .serve_util import make_bridge, world  # noqa: E402, F401

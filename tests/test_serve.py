@@ -7,75 +7,17 @@ import io
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import av
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from bridge.config import load_settings
-from bridge.redact import Secret
-from bridge.service import Bridge
-from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
 from bridge.sim.picture import read_stamp
-from bridge.sim.world import SimWorld
-from bridge.skybell import SkyBellClient
 
 from .fake_doorbell import probe, run
-
-FRONT = "0579ce92-72a5-4b1f-8191-e360876705c3"
-
-BridgeFactory = Callable[..., Awaitable[Bridge]]
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[SimWorld]:
-    world = SimWorld()
-    await world.start()
-    for device in world.cloud.devices.values():
-        device.settings["image_quality"] = 0  # 480p keeps the suite light on 2 cores
-    yield world
-    await world.close()
-
-
-@pytest.fixture
-async def make_bridge(world: SimWorld, tmp_path: Path) -> AsyncIterator[BridgeFactory]:
-    made: list[Bridge] = []
-    async with aiohttp.ClientSession() as http:
-
-        async def factory(**env: str) -> Bridge:
-            base = {
-                "SKYBELL_BRIDGE_SERVER_PORT": "0",
-                "SKYBELL_BRIDGE_SERVER_RTSP_PORT": "0",
-                "SKYBELL_BRIDGE_STREAMS_IDLE_TIMEOUT": "2",
-                "SKYBELL_BRIDGE_STORAGE_CLIPS_DIR": str(tmp_path / "clips"),
-                "SKYBELL_BRIDGE_RECORD_MIN_FREE_MB": "0",
-            }
-            settings = load_settings(None, {**base, **env})
-            client = SkyBellClient(
-                http, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
-            )
-            bridge = Bridge(settings, client, http)
-            made.append(bridge)
-            await bridge.start()
-            return bridge
-
-        yield factory
-        for bridge in made:
-            await bridge.close()
-            await bridge.close()  # idempotent
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": aiohttp.encode_basic_auth(user, password)}
-
-
-async def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as resp:
-        return resp.status, await resp.json(content_type=None)
+from .serve_util import FRONT, BridgeFactory, basic, get_json
 
 
 async def test_streams_lists_every_doorbell_by_name_and_id(make_bridge: BridgeFactory) -> None:

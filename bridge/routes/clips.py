@@ -14,7 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.record import ClipBusy, ClipStore, PathOutsideStore, Recorder, StorageFull
+from bridge.record import (
+    ClipBusy,
+    ClipStore,
+    PathOutsideStore,
+    Recorder,
+    RecordError,
+    StorageFull,
+)
 from bridge.record.index import Clip
 from bridge.routes.common import error, stream_from_query
 
@@ -69,8 +76,8 @@ async def _list(request: web.Request) -> web.Response:
     filters["offset"] = _int_param(request, "offset", 0)
     try:
         page = await request.app[STORE].query(**filters)
-    except ValueError as err:  # a cursor that is not one of ours
-        raise error(web.HTTPBadRequest, f"bad cursor: {err}") from None
+    except RecordError as err:  # a cursor that is not one of ours
+        raise error(web.HTTPBadRequest, str(err)) from None
     return web.json_response(
         {"clips": [_describe(c) for c in page.clips], "next_cursor": page.next_cursor}
     )
