@@ -101,6 +101,7 @@ class Rig:
             "SKYBELL_BRIDGE_SERVER_RTSP_PORT": str(self.rtsp_port),
             "SKYBELL_BRIDGE_STREAMS_ICE_HOST_ADDRESSES": "127.0.0.1",
             "SKYBELL_BRIDGE_STREAMS_IDLE_TIMEOUT": "3",
+            "SKYBELL_BRIDGE_HLS_IDLE_TIMEOUT": "5",
             "SKYBELL_BRIDGE_LOG_LEVEL": "warning",
         }
         bridge = subprocess.Popen(
@@ -203,6 +204,9 @@ def rtsp_latency(url: str, seconds: float) -> list[float]:
     out: list[float] = []
     opts = {"rtsp_transport": "tcp", "fflags": "nobuffer", "flags": "low_delay"}
     with av.open(url, options=opts, timeout=20) as container:
+        # FFmpeg's frame threading holds pictures back (a frame per extra thread): that is the
+        # client's latency, not the bridge's, so decode on one thread.
+        container.streams.video[0].thread_type = "SLICE"
         end = time.monotonic() + seconds
         for frame in container.decode(video=0):
             value = stamp_latency_ms(frame.to_ndarray(format="gray"))
@@ -222,8 +226,12 @@ async def webrtc_viewer(
     pc = RTCPeerConnection()
     video = pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
-    if not decode:
-        aiortc_patch.enable_passthrough(video.receiver)
+    # aiortc's own receiver holds each frame until the next one starts (one frame interval of
+    # the client's latency); the passthrough receiver releases on the RTP marker, as a browser
+    # does, and the picture is decoded here without frame threading.
+    aiortc_patch.enable_passthrough(video.receiver)
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_type = "SLICE"
     await pc.setLocalDescription(await pc.createOffer())
     try:
         async with (
@@ -240,9 +248,11 @@ async def webrtc_viewer(
         end = None if seconds is None else time.monotonic() + seconds
         track = video.receiver.track
         while end is None or time.monotonic() < end:
-            frame = await asyncio.wait_for(track.recv(), 10)
-            if decode and latencies is not None:
-                value = stamp_latency_ms(frame.to_ndarray(format="gray"))  # type: ignore[union-attr]
+            packet = await asyncio.wait_for(track.recv(), 10)
+            if not decode or latencies is None:
+                continue
+            for frame in decoder.decode(av.Packet(packet.data)):  # type: ignore[attr-defined]
+                value = stamp_latency_ms(frame.to_ndarray(format="gray"))
                 if value is not None:
                     latencies.append(value)
     finally:
@@ -415,12 +425,13 @@ async def main() -> None:
             ingest = await rig.cpu_percent(win)
             report(f"CPU, ingest alone: {ingest:.1f} % of one core")
 
-            async def cpu_with(label: str, *clients: Awaitable[Any], per: int = 0) -> None:
+            async def cpu_with(label: str, *clients: Awaitable[Any], per: int = 0) -> float:
                 async with running(*clients):
                     value = await rig.cpu_percent(win)
                 extra = f" ({(value - ingest) / per:.2f} % per client above ingest)" if per else ""
                 report(f"CPU, {label}: {value:.1f} %{extra}")
-                await asyncio.sleep(4)  # each output's idle teardown before the next
+                await asyncio.sleep(7)  # each output's idle teardown before the next
+                return value
 
             await cpu_with("1 RTSP client", ffmpeg_rtsp_copy(rig.rtsp), per=1)
             await cpu_with(
