@@ -1,4 +1,5 @@
-"""Opening the SkyBell cloud: the real one when credentials are configured, else the simulator.
+"""Opening the clouds: SkyBell (the real one when credentials are configured, else the
+simulator) and SwitchBot (configured, else the simulator's when SkyBell is simulated too).
 
 A new user with no configuration sees the bridge work at once against the built-in simulator;
 one line on stderr says so, so nobody mistakes simulated doorbells for real ones.
@@ -14,10 +15,13 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from bridge.automation import CallBudget, SwitchBotClient
 from bridge.config import Settings
 from bridge.redact import Secret
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
-from bridge.sim.world import SimWorld
+from bridge.sim.switchbot import DEFAULT_SECRET as SWITCHBOT_SECRET
+from bridge.sim.switchbot import DEFAULT_TOKEN as SWITCHBOT_TOKEN
+from bridge.sim.world import SWITCHBOT_PREFIX, SimWorld
 from bridge.skybell import SkyBellClient
 
 __all__ = ["Cloud", "open_cloud"]
@@ -27,11 +31,34 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass
 class Cloud:
-    """A ready client, and the simulator behind it when there is one."""
+    """Ready clients, and the simulator behind them when there is one."""
 
     client: SkyBellClient
     session: aiohttp.ClientSession
     sim: SimWorld | None = None
+    switchbot: SwitchBotClient | None = None
+
+
+def _switchbot(
+    settings: Settings, http: aiohttp.ClientSession, sim: SimWorld | None
+) -> SwitchBotClient | None:
+    sw = settings.switchbot
+    budget_path = sw.budget_path or settings.storage.clips_dir / "switchbot-budget.json"
+    budget = CallBudget(sw.daily_limit, path=budget_path)
+    if sw.token is not None and sw.secret is not None:
+        return SwitchBotClient(
+            http, token=sw.token, secret=sw.secret, base_url=sw.api_url, budget=budget
+        )
+    if sim is None:
+        return None
+    # Simulated doorbells drive a simulated SwitchBot, so rules can be tried end to end.
+    return SwitchBotClient(
+        http,
+        token=Secret(SWITCHBOT_TOKEN),
+        secret=Secret(SWITCHBOT_SECRET),
+        base_url=sim.base_url + SWITCHBOT_PREFIX,
+        budget=CallBudget(sw.daily_limit),
+    )
 
 
 def _stderr(line: str) -> None:
@@ -55,7 +82,7 @@ async def open_cloud(
                 app_version=sb.app_version,
                 timeout=sb.timeout,
             )
-            yield Cloud(client=client, session=session)
+            yield Cloud(client, session, None, _switchbot(settings, session, None))
             return
         sim = SimWorld()
         # The simulator's own chatter is not news for someone using the bridge.
@@ -70,6 +97,6 @@ async def open_cloud(
             client = SkyBellClient(
                 session, base_url=url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
             )
-            yield Cloud(client=client, session=session, sim=sim)
+            yield Cloud(client, session, sim, _switchbot(settings, session, sim))
         finally:
             await sim.close()

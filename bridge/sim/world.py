@@ -23,8 +23,10 @@ from bridge.sim.doorbell import SimDoorbellPeer, SimMediaSettings
 from bridge.sim.kvs import SimKvs
 from bridge.sim.kvs_master import SimKvsMaster, master_url_factory
 from bridge.sim.press import PressRecord, SimPresser
+from bridge.sim.switchbot import SimSwitchBot
+from bridge.sim.videos import SimVideos
 
-__all__ = ["SimDoorbell", "SimWorld"]
+__all__ = ["SWITCHBOT_PREFIX", "SimDoorbell", "SimWorld"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -110,6 +112,9 @@ class SimDoorbell:
             await master.close()
 
 
+SWITCHBOT_PREFIX = "/switchbot"
+
+
 class SimWorld:
     """Cloud, signaling and doorbells served from one port on 127.0.0.1."""
 
@@ -129,6 +134,9 @@ class SimWorld:
         self.cloud.on_live_stop = self._live_stop
         # Presses: set presser.udp_target (e.g. ("127.0.0.1", 5000)) to send the UDP packets.
         self.presser = SimPresser(self.cloud, lambda: self.http)
+        self.videos = SimVideos(self.cloud)  # the activity MP4s behind the download URLs
+        # A simulated SwitchBot account under /switchbot, for rules when none is configured.
+        self.switchbot = SimSwitchBot()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -142,6 +150,8 @@ class SimWorld:
         self.kvs.setup(app)
         app.router.add_post("/_sim/extra_ice", self._set_extra_ice)
         self.presser.setup(app)
+        self.videos.setup(app)
+        app.add_subapp(SWITCHBOT_PREFIX, self.switchbot.app())
         return app
 
     async def press(self, device: str, event: str = "doorbell") -> PressRecord:
