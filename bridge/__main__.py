@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.cloud import open_cloud
+from bridge.commands import clips, events, switchbot, triggers
 from bridge.config import ENV_CONFIG, Settings, load_settings
 from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
 from bridge.logs import setup_logging
@@ -128,7 +129,9 @@ async def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the simulated SkyBell cloud until interrupted."""
+    """Run the simulated SkyBell cloud until interrupted (or press a running one's doorbell)."""
+    if args.action:
+        return await events.cmd_sim_press(settings, args)
     devices = default_devices()
     for n in range(len(devices), args.doorbells):
         devices.append(
@@ -196,7 +199,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE.mp4")
     p.set_defaults(func=cmd_live)
 
-    p = sub.add_parser("sim", help="run the simulated SkyBell cloud, signaling and doorbells")
+    p = sub.add_parser(
+        "sim",
+        help="run the simulated SkyBell cloud, signaling and doorbells; "
+        "'sim press DEVICE [motion]' presses a running simulator's doorbell",
+    )
+    p.add_argument("action", nargs="*", metavar="press DEVICE", help="press a doorbell")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="the simulator, for press")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--doorbells", type=int, default=2, help="how many simulated doorbells")
@@ -207,6 +216,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the bridge")
     p.set_defaults(func=cmd_serve)
+    clips.add_parsers(sub)
+    events.add_parsers(sub)
+    triggers.add_parsers(sub)
+    switchbot.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,83 @@
+"""``skybell-bridge clips list|sync|reindex|prune``: the clips folder from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.commands.common import print_table
+from bridge.config import Settings
+from bridge.record import ClipStore, Retention
+from bridge.service import record_options
+
+__all__ = ["add_parsers"]
+
+
+def _open_store(settings: Settings) -> ClipStore:
+    return ClipStore(settings.storage.clips_dir)
+
+
+async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the newest clips, filtered."""
+    store = await asyncio.to_thread(_open_store, settings)
+    try:
+        page = await store.query(device=args.device, event=args.event, limit=args.limit)
+    finally:
+        store.close()
+    rows = [("ID", "DEVICE", "EVENT", "START", "SECONDS", "MB", "SOURCE", "STATE", "PATH")]
+    for c in page.clips:
+        start = datetime.fromtimestamp(c.start, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        rows.append(
+            (
+                str(c.id),
+                c.device,
+                c.event,
+                start,
+                f"{c.duration:.1f}",
+                f"{c.size / 1e6:.1f}",
+                c.source,
+                c.state,
+                c.path,
+            )
+        )
+    print_table(rows)
+    return 0
+
+
+async def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild the index from the files in the clips folder."""
+    store = await asyncio.to_thread(_open_store, settings)
+    try:
+        counts = await store.reindex()
+    finally:
+        store.close()
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()) or "nothing to do")
+    return 0
+
+
+async def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply retention now: delete the oldest clips beyond the configured age and size."""
+    store = await asyncio.to_thread(_open_store, settings)
+    try:
+        deleted = await asyncio.to_thread(Retention(store, record_options(settings.record)).run)
+    finally:
+        store.close()
+    print(f"deleted {len(deleted)} clip(s), {sum(c.size for c in deleted) / 1e6:.1f} MB")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``clips`` and its subcommands."""
+    p = sub.add_parser("clips", help="list, sync, reindex or prune recorded clips")
+    csub = p.add_subparsers(dest="clips_command", required=True, metavar="ACTION")
+    ls = csub.add_parser("list", help="the newest clips")
+    ls.add_argument("--device", help="stream name or device id")
+    ls.add_argument("--event", help="doorbell, motion, manual, ...")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(func=cmd_list)
+    r = csub.add_parser("reindex", help="rebuild the index from the clips folder")
+    r.set_defaults(func=cmd_reindex)
+    pr = csub.add_parser("prune", help="apply retention now")
+    pr.set_defaults(func=cmd_prune)

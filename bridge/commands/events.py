@@ -1,0 +1,91 @@
+"""``skybell-bridge events tail`` (the running bridge's live feed) and pressing a running
+simulator's doorbell (``skybell-bridge sim press DEVICE``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import aiohttp
+
+from bridge.config import Settings
+from bridge.errors import BridgeError
+
+__all__ = ["add_parsers", "cmd_sim_press"]
+
+
+def _bridge_url(settings: Settings) -> str:
+    srv = settings.server
+    host = "127.0.0.1" if srv.host in ("0.0.0.0", "::", "") else srv.host
+    return f"http://{host}:{srv.port}/"
+
+
+def _auth_headers(settings: Settings) -> dict[str, str]:
+    srv = settings.server
+    if srv.password is None:
+        return {}
+    return {"Authorization": aiohttp.encode_basic_auth(srv.username, srv.password.reveal())}
+
+
+def _describe(data: dict[str, Any]) -> str:
+    actions = "; ".join(
+        f"{r.get('action')}: {'ok' if r.get('ok') else 'FAILED'} {r.get('detail', '')}".rstrip()
+        for r in data.get("results") or []
+    )
+    line = f"{data.get('time', '?')}  {data.get('device', '?'):<14} {data.get('type', '?'):<12}"
+    line += f" via {','.join(data.get('sources') or [data.get('source', '?')])}"
+    return line + (f"  [{actions}]" if actions else "")
+
+
+async def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the running bridge's events as they happen (its server-sent events feed)."""
+    url = (args.url or _bridge_url(settings)).rstrip("/") + "/api/events/stream"
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        try:
+            async with http.get(url, headers=_auth_headers(settings)) as resp:
+                if resp.status != 200:
+                    raise BridgeError(f"{url} answered HTTP {resp.status}")
+                print(f"following {url} (Ctrl-C to stop)", flush=True)
+                async for raw in resp.content:
+                    line = raw.decode(errors="replace").rstrip("\n")
+                    if line.startswith("data:"):
+                        try:
+                            data = json.loads(line[5:])
+                        except ValueError:
+                            continue
+                        print(json.dumps(data) if args.json else _describe(data), flush=True)
+        except aiohttp.ClientConnectionError as err:
+            raise BridgeError(f"cannot reach the bridge at {url}: {err}") from None
+    return 0
+
+
+async def cmd_sim_press(settings: Settings, args: argparse.Namespace) -> int:
+    """Press a doorbell of a running simulator (``skybell-bridge sim``) over its HTTP API."""
+    if len(args.action) < 2 or args.action[0] != "press":
+        raise BridgeError("usage: skybell-bridge sim press DEVICE [doorbell|motion]")
+    device = args.action[1]
+    event = args.action[2] if len(args.action) > 2 else "doorbell"
+    url = args.url.rstrip("/") + "/_sim/press"
+    params = {"device": device, "event": event}
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.post(url, params=params) as resp:
+                body = await resp.json(content_type=None)
+        except aiohttp.ClientConnectionError as err:
+            raise BridgeError(f"no simulator at {args.url}: {err}") from None
+    if resp.status != 200:
+        raise BridgeError(f"the simulator refused: {body.get('error', resp.status)}")
+    print(f"pressed {body.get('device', device)} ({event}), activity {body.get('activity_id')}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``events tail``."""
+    p = sub.add_parser("events", help="doorbell events")
+    esub = p.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    t = esub.add_parser("tail", help="follow the running bridge's event feed")
+    t.add_argument("--url", help="the bridge's base URL (default: from the config)")
+    t.add_argument("--json", action="store_true", help="one JSON object per line")
+    t.set_defaults(func=cmd_tail)
