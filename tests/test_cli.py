@@ -91,3 +91,41 @@ def test_help_lists_commands() -> None:
     assert result.returncode == 0
     for command in ("devices", "snapshot", "sim", "serve"):
         assert command in result.stdout
+
+
+def test_switchbot_commands_use_the_simulated_account() -> None:
+    scenes = run("scenes")
+    assert scenes.returncode == 0, scenes.stderr
+    assert "Porch light on" in scenes.stdout
+    devices = run("switchbot", "devices")
+    assert devices.returncode == 0, devices.stderr
+    assert "Porch Plug" in devices.stdout
+    assert "infrared" in devices.stdout
+
+
+def test_triggers_need_a_secret_then_register(tmp_path: Path) -> None:
+    refused = run("triggers", "add", "--url", "https://bridge.example")
+    assert refused.returncode == 2
+    assert "events.webhook_secret" in refused.stderr
+    env = {"SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET": "s3cret-value"}
+    added = run("triggers", "add", "--url", "https://bridge.example", "front-door", env=env)
+    assert added.returncode == 0, added.stderr
+    assert "doorbell, motion" in added.stdout
+    assert "s3cret-value" not in added.stdout + added.stderr
+
+
+def test_clips_commands_on_an_empty_folder(tmp_path: Path) -> None:
+    listed = run("clips", "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:3] == ["ID", "DEVICE", "EVENT"]
+    reindexed = run("clips", "reindex", cwd=tmp_path)
+    assert reindexed.returncode == 0, reindexed.stderr
+    assert "added: 0" in reindexed.stdout
+    assert (tmp_path / "clips" / "index.sqlite3").exists()
+
+
+def test_sim_press_without_a_simulator_is_one_clear_line() -> None:
+    result = run("sim", "press", "Front Door", "--url", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "no simulator at http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
