@@ -433,12 +433,19 @@ async def main() -> None:
                 await asyncio.sleep(7)  # each output's idle teardown before the next
                 return value
 
-            await cpu_with("1 RTSP client", ffmpeg_rtsp_copy(rig.rtsp), per=1)
-            await cpu_with(
+            one_rtsp = await cpu_with("1 RTSP client", ffmpeg_rtsp_copy(rig.rtsp), per=1)
+            ten_rtsp = await cpu_with(
                 "10 RTSP clients", *(ffmpeg_rtsp_copy(rig.rtsp) for _ in range(10)), per=10
             )
-            await cpu_with(
+            # The first client also starts the stream's one AAC encoder; the next nine show
+            # what each further client costs.
+            report(f"  RTSP cost per further client: {(ten_rtsp - one_rtsp) / 9:.2f} %")
+            one_hls = await cpu_with("1 LL-HLS viewer", hls_viewer(http, ll_url, True), per=1)
+            twenty_hls = await cpu_with(
                 "20 LL-HLS viewers", *(hls_viewer(http, ll_url, True) for _ in range(20)), per=20
+            )
+            report(
+                f"  LL-HLS cost per further viewer (HTTP serving): {(twenty_hls - one_hls) / 19:.2f} %"
             )
             await cpu_with("1 MJPEG viewer", mjpeg_reader(http, mjpeg_url), per=1)
             await cpu_with(
