@@ -1,0 +1,474 @@
+"""The rules engine: matches each new event against the rules and runs their actions.
+
+The bus calls ``handle`` from its own task and waits for it, so ``handle`` only decides (type,
+doorbell, time window, cooldown) and spawns one owned task per firing rule; the actions of a rule
+then run concurrently, each under its own timeout. A failing or slow action never holds up the
+other actions, other rules or the event pipeline; every outcome is written to the event log
+(``event_results``) and logged.
+
+Recording, keeping the stream warm and the HTTP session come in as callables and objects from the
+caller: this package must not import the recorder, the config module or aiohttp.web.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any, TypeVar
+
+import aiohttp
+
+from bridge.automation.rules import (
+    Action,
+    CommandAction,
+    RecordAction,
+    Rule,
+    SceneAction,
+    WarmAction,
+    WebhookAction,
+)
+from bridge.automation.switchbot import SwitchBotClient
+from bridge.automation.switchbot_errors import DeviceOffline, HubOffline, SwitchBotError
+from bridge.automation.switchbot_models import Device as SwitchDevice
+from bridge.automation.switchbot_models import Scene, find_device, find_scene
+from bridge.automation.zones import parse_zone
+from bridge.errors import BridgeError
+from bridge.events.bus import EventBus, Subscription
+from bridge.events.log import EventLog
+from bridge.redact import redact
+from bridge.skybell.directory import DeviceDirectory
+from bridge.skybell.events import Event
+from bridge.skybell.models import slugify
+
+__all__ = ["ActionResult", "Recorder", "RuleEngine", "Warmer"]
+
+_LOGGER = logging.getLogger(__name__)
+
+Recorder = Callable[[Event], Awaitable[str]]  # start/extend a clip; returns a detail line
+Warmer = Callable[[Event, float], Awaitable[str]]  # keep the live session up N s; detail line
+_T = TypeVar("_T", Scene, SwitchDevice)
+
+
+class _ActionFailed(Exception):
+    """An action could not run; the message is the result's detail."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What one action did for one event."""
+
+    action: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {"action": self.action, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class _RuleState:
+    rule: Rule
+    fired: int = 0
+    last_fired: float | None = None
+    skipped_window: int = 0
+    skipped_cooldown: int = 0
+    last_results: list[ActionResult] = field(default_factory=list)
+    last_by_device: dict[str, float] = field(default_factory=dict)  # device id -> clock()
+
+    def as_dict(self) -> dict[str, Any]:
+        rule = self.rule
+        return {
+            "name": rule.name,
+            "enabled": rule.enabled,
+            "on": sorted(rule.on),
+            "devices": list(rule.devices),
+            "actions": [a.label for a in rule.actions],
+            "fired": self.fired,
+            "last_fired": _iso(self.last_fired),
+            "skipped": {"window": self.skipped_window, "cooldown": self.skipped_cooldown},
+            "last_results": [r.as_dict() for r in self.last_results],
+        }
+
+
+class _Catalog:
+    """SwitchBot scene and device ids by name: listed once, listed again on a miss.
+
+    Names are resolved before the first event so a firing costs one API call (and one unit of
+    the daily budget); a miss re-lists at most once per ``refresh_interval``, so a misspelt
+    scene cannot spend the budget on every press.
+    """
+
+    def __init__(
+        self, switchbot: SwitchBotClient, clock: Callable[[], float], refresh_interval: float
+    ) -> None:
+        self._switchbot = switchbot
+        self._clock = clock
+        self._interval = refresh_interval
+        self._lists: dict[str, Sequence[Any]] = {}
+        self._listed: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def scenes(self, *, fresh: bool = False) -> Sequence[Scene]:
+        """The account's scenes (cached)."""
+        return await self._list("scene", self._switchbot.scenes, fresh)
+
+    async def devices(self, *, fresh: bool = False) -> Sequence[SwitchDevice]:
+        """The account's devices and remotes (cached)."""
+        return await self._list("device", self._switchbot.devices, fresh)
+
+    async def _list(
+        self, kind: str, fetch: Callable[[], Awaitable[list[_T]]], fresh: bool
+    ) -> Sequence[_T]:
+        async with self._lock:
+            if fresh or kind not in self._lists:
+                self._lists[kind] = await fetch()
+                self._listed[kind] = self._clock()
+            return self._lists[kind]
+
+    async def scene_id(self, wanted: str) -> str:
+        """The id of the scene named (or with id) ``wanted``."""
+        return await self._resolve("scene", wanted, self.scenes, find_scene)
+
+    async def device_id(self, wanted: str) -> str:
+        """The id of the device named (or with id) ``wanted``."""
+        return await self._resolve("device", wanted, self.devices, find_device)
+
+    async def _resolve(
+        self,
+        kind: str,
+        wanted: str,
+        listing: Callable[..., Awaitable[Sequence[_T]]],
+        find: Callable[[Sequence[_T], str], _T | None],
+    ) -> str:
+        found = find(await listing(), wanted)
+        if found is None and self._clock() - self._listed.get(kind, 0.0) >= self._interval:
+            found = find(await listing(fresh=True), wanted)
+        if found is None:
+            raise _ActionFailed(f"no SwitchBot {kind} named {wanted!r} on the account")
+        return found.id
+
+
+class RuleEngine:
+    """Runs the rules' actions for events from the bus."""
+
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        *,
+        switchbot: SwitchBotClient | None,
+        record: Recorder | None,
+        warm: Warmer | None,
+        http: aiohttp.ClientSession,
+        log: EventLog | None,
+        devices: DeviceDirectory | None = None,
+        clock: Callable[[], float] = time.time,
+        action_timeout: float = 10.0,
+        webhook_timeout: float = 5.0,
+        offline_retries: int = 1,
+        retry_delay: float = 2.0,
+        refresh_interval: float = 60.0,
+    ) -> None:
+        self._states = [_RuleState(rule) for rule in rules]
+        self._switchbot = switchbot
+        self._record = record
+        self._warm = warm
+        self._http = http
+        self._log = log
+        self._devices = devices
+        self._clock = clock
+        self._action_timeout = action_timeout
+        self._webhook_timeout = aiohttp.ClientTimeout(total=webhook_timeout)
+        self._offline_retries = max(0, offline_retries)
+        self._retry_delay = retry_delay
+        self._catalog = (
+            _Catalog(switchbot, clock, refresh_interval) if switchbot is not None else None
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+        self._bad_zones: set[str] = set()
+        self._closed = False
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The rules, in configuration order."""
+        return [state.rule for state in self._states]
+
+    # -- start -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Warn about rules that cannot work, and resolve SwitchBot names before any event."""
+        for rule in self.rules:
+            kinds = {type(a) for a in rule.actions}
+            if rule.needs_switchbot and self._switchbot is None:
+                _LOGGER.warning("rule %r uses SwitchBot, which is not configured", rule.name)
+            if RecordAction in kinds and self._record is None:
+                _LOGGER.warning("rule %r records, but recording is not available", rule.name)
+            if WarmAction in kinds and self._warm is None:
+                _LOGGER.warning("rule %r keeps streams warm, but no stream hub is set", rule.name)
+            self._check_doorbells(rule)
+        if self._catalog is not None:
+            await self._check_names(self._catalog)
+
+    def _check_doorbells(self, rule: Rule) -> None:
+        if self._devices is None or not self._devices.devices:
+            return
+        known = self._devices.devices
+        for wanted in rule.devices:
+            if not any(wanted in (d.id, d.name) or d.slug == slugify(wanted) for d in known):
+                _LOGGER.warning(
+                    "rule %r names doorbell %r, which is not on the account (known: %s)",
+                    rule.name,
+                    wanted,
+                    ", ".join(d.slug for d in known),
+                )
+
+    async def _check_names(self, catalog: _Catalog) -> None:
+        actions = [(r, a) for r in self.rules for a in r.actions]
+        checks: list[tuple[str, Callable[[], Awaitable[Sequence[Any]]], Any]] = [
+            ("scene", catalog.scenes, find_scene),
+            ("device", catalog.devices, find_device),
+        ]
+        for kind, listing, find in checks:
+            wanted = [
+                (rule, a.scene if isinstance(a, SceneAction) else a.device)
+                for rule, a in actions
+                if isinstance(a, SceneAction if kind == "scene" else CommandAction)
+            ]
+            if not wanted:
+                continue
+            try:
+                items = await listing()
+            except SwitchBotError as err:
+                _LOGGER.warning(
+                    "cannot list SwitchBot %ss now (%s); will try at the first event", kind, err
+                )
+                continue
+            for rule, name in wanted:
+                if find(items, name) is None:
+                    _LOGGER.warning(
+                        "rule %r: no SwitchBot %s %r on the account (known: %s)",
+                        rule.name,
+                        kind,
+                        name,
+                        ", ".join(repr(i.name) for i in items) or "none",
+                    )
+
+    def attach(self, bus: EventBus) -> Subscription:
+        """Subscribe to new events on ``bus`` (merged duplicates never fire a rule twice)."""
+        self._sub = bus.subscribe("rules", self.handle, max_queue=1024)
+        return self._sub
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def handle(self, event: Event) -> None:
+        """Decide which rules fire for ``event`` and start their actions; returns at once."""
+        if self._closed:
+            return
+        now = self._clock()
+        for state in self._states:
+            rule = state.rule
+            if not rule.wants(event):
+                continue
+            if rule.when is not None:
+                local = datetime.fromtimestamp(now, self._zone(rule, event)).time()
+                if not rule.when.contains(local):
+                    state.skipped_window += 1
+                    continue
+            last = state.last_by_device.get(event.device_id)
+            if rule.cooldown and last is not None and now - last < rule.cooldown:
+                state.skipped_cooldown += 1
+                _LOGGER.debug("rule %r cooling down for %s", rule.name, event.device)
+                continue
+            state.last_by_device[event.device_id] = now
+            state.fired += 1
+            state.last_fired = now
+            task = asyncio.get_running_loop().create_task(
+                self._fire(state, event), name=f"rule:{rule.name}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _zone(self, rule: Rule, event: Event) -> tzinfo | None:
+        """The rule's zone, else the doorbell's (SkyBell's time_zone setting), else local."""
+        name = rule.when.timezone if rule.when is not None else None
+        if name is None and self._devices is not None:
+            device = self._devices.by_id.get(event.device_id)
+            if device is not None:
+                value = device.settings.get("time_zone") or device.raw.get("time_zone")
+                name = value if isinstance(value, str) and value else None
+        if name is None:
+            return None  # fromtimestamp(..., None): this machine's local time
+        try:
+            return parse_zone(name)
+        except ValueError:
+            if name not in self._bad_zones:
+                self._bad_zones.add(name)
+                _LOGGER.warning(
+                    "doorbell %s has an unreadable time zone %r; using local time",
+                    event.device,
+                    name,
+                )
+            return None
+
+    async def _fire(self, state: _RuleState, event: Event) -> None:
+        _LOGGER.info("rule %r fired by %s on %s", state.rule.name, event.type, event.device)
+        results = await asyncio.gather(
+            *(self._act(state.rule, a, event) for a in state.rule.actions)
+        )
+        state.last_results = list(results)
+
+    async def _act(self, rule: Rule, action: Action, event: Event) -> ActionResult:
+        label = f"{rule.name}: {action.label}"
+        try:
+            async with asyncio.timeout(self._action_timeout):
+                detail, ok = await self._do(rule, action, event), True
+        except TimeoutError:
+            detail, ok = f"no result within {self._action_timeout:g} s", False
+        except _ActionFailed as err:
+            detail, ok = str(err), False
+        except SwitchBotError as err:
+            detail, ok = _switchbot_detail(err), False
+        except BridgeError as err:
+            detail, ok = str(err), False
+        except Exception as err:  # a bug in a callable must not kill the rule's other actions
+            _LOGGER.exception("rule %r: %s crashed", rule.name, action.label)
+            detail, ok = f"{type(err).__name__}: {err}", False
+        detail = redact(detail)
+        log = _LOGGER.info if ok else _LOGGER.warning
+        log("rule %r on %s: %s: %s", rule.name, event.device, action.label, detail)
+        if self._log is not None:
+            try:
+                await self._log.add_result(event.id, label, ok, detail)
+            except Exception as err:  # the log closing at shutdown, a full disk
+                _LOGGER.warning("cannot log the result of %s: %s", label, err)
+        return ActionResult(label, ok, detail)
+
+    async def _do(self, rule: Rule, action: Action, event: Event) -> str:
+        if isinstance(action, SceneAction | CommandAction):
+            return await self._switchbot_action(action)
+        if isinstance(action, RecordAction):
+            if self._record is None:
+                raise _ActionFailed("recording is not available")
+            return await self._record(event)
+        if isinstance(action, WarmAction):
+            if self._warm is None:
+                raise _ActionFailed("no stream hub to keep warm")
+            return await self._warm(event, action.seconds)
+        return await self._webhook(rule, action, event)
+
+    # -- SwitchBot -------------------------------------------------------------------------------
+
+    async def _switchbot_action(self, action: SceneAction | CommandAction) -> str:
+        switchbot, catalog = self._switchbot, self._catalog
+        if switchbot is None or catalog is None:
+            raise _ActionFailed("SwitchBot is not configured")
+        if isinstance(action, SceneAction):
+            scene_id = await catalog.scene_id(action.scene)
+            await self._retrying(lambda: switchbot.execute_scene(scene_id))
+            return f"scene {action.scene} executed"
+        device_id = await catalog.device_id(action.device)
+        await self._retrying(
+            lambda: switchbot.command(
+                device_id, action.command, action.parameter, command_type=action.command_type
+            )
+        )
+        return f"{action.device}: {action.command} sent"
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> None:
+        # The client leaves 161/171 to us: a BLE device or hub that dropped off usually comes
+        # back within seconds, so one late try is worth it; more would burn the daily budget.
+        tries = self._offline_retries + 1
+        for attempt in range(1, tries + 1):
+            try:
+                await call()
+                return
+            except (DeviceOffline, HubOffline) as err:
+                if attempt == tries:
+                    note = f" ({tries} attempts)" if tries > 1 else ""
+                    raise _ActionFailed(_switchbot_detail(err) + note) from err
+                await asyncio.sleep(self._retry_delay)
+
+    # -- webhook ---------------------------------------------------------------------------------
+
+    async def _webhook(self, rule: Rule, action: WebhookAction, event: Event) -> str:
+        body: dict[str, Any] | None = None
+        params: dict[str, str] | None = None
+        if action.method == "POST":
+            body = {**event.as_dict(), "rule": rule.name}
+        else:
+            # GET has no body; the essentials go in the query.
+            params = {
+                "event": event.type,
+                "device": event.device,
+                "device_id": event.device_id,
+                "id": event.id,
+                "time": event.time.isoformat(),
+                "rule": rule.name,
+            }
+        try:
+            async with self._http.request(
+                action.method,
+                action.url,
+                json=body,
+                params=params,
+                headers=dict(action.headers),
+                timeout=self._webhook_timeout,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+        except TimeoutError:
+            raise _ActionFailed(f"no answer within {self._webhook_timeout.total:g} s") from None
+        except aiohttp.ClientError as err:
+            # The type only: aiohttp's messages can quote the URL, which may hold a secret.
+            raise _ActionFailed(f"cannot call it ({type(err).__name__})") from None
+        if not 200 <= status < 300:
+            raise _ActionFailed(f"HTTP {status}")
+        return f"HTTP {status}"
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per rule: firings, skips and last results; plus the SwitchBot call budget."""
+        return {
+            "rules": [state.as_dict() for state in self._states],
+            "running": len(self._tasks),
+            "switchbot": self._switchbot.usage().as_dict() if self._switchbot else None,
+        }
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until every started action has finished (for tests and benchmarks)."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop taking events, give running actions ``grace`` seconds, cancel the rest;
+        safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.cancel()
+        if self._tasks:
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+
+
+def _switchbot_detail(err: SwitchBotError) -> str:
+    if err.status_code is not None:
+        return f"SwitchBot {err.status_code}: {err.message}"
+    return str(err)
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
