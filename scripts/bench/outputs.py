@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -199,21 +200,66 @@ def decode_jpeg(data: bytes) -> Any:
     return None
 
 
-def rtsp_latency(url: str, seconds: float) -> list[float]:
-    """Decode RTSP with FFmpeg's own client (in a thread) and read each picture's stamp."""
+async def rtsp_latency(url: str, seconds: float) -> list[float]:
+    """A minimal RTSP client (TCP interleaved) that decodes each picture the moment its RTP
+    marker arrives, as an NVR's depacketizer can; FFmpeg's own RTSP input holds every picture
+    until the next one starts (its parser), which is the client's latency, not the bridge's."""
+    host, port = url.split("/")[2].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    cseq = 0
+
+    async def request(method: str, target: str, *headers: str) -> dict[str, str]:
+        nonlocal cseq
+        cseq += 1
+        lines = [f"{method} {target} RTSP/1.0", f"CSeq: {cseq}", *headers, "", ""]
+        writer.write("\r\n".join(lines).encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        fields = dict(
+            (k.strip().lower(), v.strip())
+            for k, _, v in (ln.partition(":") for ln in head.split("\r\n")[1:] if ln)
+        )
+        await reader.readexactly(int(fields.get("content-length", "0")))
+        return fields
+
     out: list[float] = []
-    opts = {"rtsp_transport": "tcp", "fflags": "nobuffer", "flags": "low_delay"}
-    with av.open(url, options=opts, timeout=20) as container:
-        # FFmpeg's frame threading holds pictures back (a frame per extra thread): that is the
-        # client's latency, not the bridge's, so decode on one thread.
-        container.streams.video[0].thread_type = "SLICE"
+    try:
+        await request("DESCRIBE", url, "Accept: application/sdp")
+        setup = await request("SETUP", url + "/trackID=0", "Transport: RTP/AVP/TCP;interleaved=0-1")
+        session = setup["session"].split(";")[0]
+        await request("PLAY", url, f"Session: {session}")
+        decoder = av.CodecContext.create("h264", "r")
+        decoder.thread_type = "SLICE"
+        nals: list[bytes] = []
         end = time.monotonic() + seconds
-        for frame in container.decode(video=0):
-            value = stamp_latency_ms(frame.to_ndarray(format="gray"))
-            if value is not None:
-                out.append(value)
-            if time.monotonic() > end:
-                break
+        while time.monotonic() < end:
+            magic, channel, size = struct.unpack("!cBH", await reader.readexactly(4))
+            data = await reader.readexactly(size)
+            if magic != b"$" or channel != 0:
+                continue
+            csrc = data[0] & 0x0F
+            payload, marker = data[12 + 4 * csrc :], data[1] & 0x80
+            kind = payload[0] & 0x1F
+            if kind == 28:  # FU-A
+                if payload[1] & 0x80:
+                    nals.append(bytes([payload[0] & 0xE0 | payload[1] & 0x1F]))
+                nals[-1] += payload[2:]
+            elif kind == 24:  # STAP-A
+                i = 1
+                while i + 2 <= len(payload):
+                    (n,) = struct.unpack("!H", payload[i : i + 2])
+                    nals.append(payload[i + 2 : i + 2 + n])
+                    i += 2 + n
+            else:
+                nals.append(payload)
+            if marker:
+                au = b"".join(b"\x00\x00\x00\x01" + n for n in nals)
+                nals = []
+                for frame in decoder.decode(av.Packet(au)):
+                    value = stamp_latency_ms(frame.to_ndarray(format="gray"))
+                    if value is not None:
+                        out.append(value)
+    finally:
+        writer.close()
     return out
 
 
@@ -475,7 +521,7 @@ async def main() -> None:
                     f"(added p50 {p50 - b50:.0f} ms, n={len(values)})"
                 )
 
-            lat("RTSP", await asyncio.to_thread(rtsp_latency, rig.rtsp, win))
+            lat("RTSP", await rtsp_latency(rig.rtsp, win))
             await asyncio.sleep(4)
             rtc: list[float] = []
             await webrtc_viewer(rig.base, win, rtc, decode=True)
