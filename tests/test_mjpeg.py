@@ -105,7 +105,7 @@ async def make_rig() -> AsyncIterator[RigFactory]:
         **options: Any,
     ) -> Rig:
         # The simulated cloud's device id, so the cloud fallback finds this doorbell.
-        hub = Hub(backoff=(0.05, 0.2), idle_timeout=5.0)
+        hub = Hub(backoff=options.pop("backoff", (0.05, 0.2)), idle_timeout=5.0)
         stream = hub.add(FRONT, "front-door", connector or Connector())
         opts = MjpegOptions(**options)
 
@@ -340,6 +340,18 @@ async def test_cloud_snapshot_when_the_live_view_fails(
         message = (await resp.json())["error"]
     assert "cloud snapshot failed" in message
     assert "connection refused" in message or "failing" in message
+
+
+async def test_a_first_failed_attempt_falls_back_without_waiting_out_the_timeout(
+    make_rig: RigFactory, make_client: ClientFactory
+) -> None:
+    # The hub is still retrying (not yet "error"), but the stream never produced a picture:
+    # the snapshot must not sit out its 60 s timeout before asking the cloud.
+    rig = await make_rig(
+        FailingConnector(), cloud_fallback(make_client()), snapshot_timeout=60, backoff=(5, 60)
+    )
+    source, _ = await asyncio.wait_for(snapshot(rig), 20)
+    assert source == "cloud"
 
 
 async def test_no_fallback_is_503(make_rig: RigFactory) -> None:

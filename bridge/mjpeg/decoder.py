@@ -216,9 +216,12 @@ class StreamDecoder:
             self._maybe_stop()
 
     def _on_stream_change(self, stream: Stream) -> None:
-        # The hub says "error" once its retries are spaced at the longest backoff: no picture
-        # is coming soon, so a snapshot had better ask the cloud than keep waiting.
-        if stream.state == "error":
+        # The hub says "error" once its retries are spaced at the longest backoff; and a stream
+        # whose first attempt failed before any picture (a sleeping doorbell's 599, say) will
+        # not have one soon either. Either way a snapshot had better ask the cloud now than
+        # wait out its timeout.
+        never_live = stream.state == "reconnecting" and stream.started_at is None
+        if stream.state == "error" or never_live:
             self._fail_waiters(f"the live view is failing: {stream.error}")
 
     def _fail_waiters(self, message: str) -> None:
