@@ -13,6 +13,7 @@ caller: this package must not import the recorder, the config module or aiohttp.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -228,35 +229,14 @@ class RuleEngine:
                 )
 
     async def _check_names(self, catalog: _Catalog) -> None:
-        actions = [(r, a) for r in self.rules for a in r.actions]
-        checks: list[tuple[str, Callable[[], Awaitable[Sequence[Any]]], Any]] = [
-            ("scene", catalog.scenes, find_scene),
-            ("device", catalog.devices, find_device),
-        ]
-        for kind, listing, find in checks:
-            wanted = [
-                (rule, a.scene if isinstance(a, SceneAction) else a.device)
-                for rule, a in actions
-                if isinstance(a, SceneAction if kind == "scene" else CommandAction)
-            ]
-            if not wanted:
-                continue
-            try:
-                items = await listing()
-            except SwitchBotError as err:
-                _LOGGER.warning(
-                    "cannot list SwitchBot %ss now (%s); will try at the first event", kind, err
-                )
-                continue
-            for rule, name in wanted:
-                if find(items, name) is None:
-                    _LOGGER.warning(
-                        "rule %r: no SwitchBot %s %r on the account (known: %s)",
-                        rule.name,
-                        kind,
-                        name,
-                        ", ".join(repr(i.name) for i in items) or "none",
-                    )
+        scenes, devices = [], []
+        for rule in self.rules:
+            scenes += [(rule, a.scene) for a in rule.actions if isinstance(a, SceneAction)]
+            devices += [(rule, a.device) for a in rule.actions if isinstance(a, CommandAction)]
+        if scenes:
+            await _warn_missing("scene", scenes, catalog.scenes, find_scene)
+        if devices:
+            await _warn_missing("device", devices, catalog.devices, find_device)
 
     def attach(self, bus: EventBus) -> Subscription:
         """Subscribe to new events on ``bus`` (merged duplicates never fire a rule twice)."""
@@ -396,10 +376,13 @@ class RuleEngine:
     # -- webhook ---------------------------------------------------------------------------------
 
     async def _webhook(self, rule: Rule, action: WebhookAction, event: Event) -> str:
-        body: dict[str, Any] | None = None
+        body: bytes | None = None
         params: dict[str, str] | None = None
+        headers = {"Content-Type": "application/json"} if action.method == "POST" else {}
+        headers.update(action.headers)
         if action.method == "POST":
-            body = {**event.as_dict(), "rule": rule.name}
+            # default=str: a payload value JSON cannot carry must not cost the call.
+            body = json.dumps({**event.as_dict(), "rule": rule.name}, default=str).encode()
         else:
             # GET has no body; the essentials go in the query.
             params = {
@@ -414,9 +397,9 @@ class RuleEngine:
             async with self._http.request(
                 action.method,
                 action.url,
-                json=body,
+                data=body,
                 params=params,
-                headers=dict(action.headers),
+                headers=headers,
                 timeout=self._webhook_timeout,
                 allow_redirects=False,
             ) as resp:
@@ -460,6 +443,31 @@ class RuleEngine:
             for task in stuck:
                 task.cancel()
             await asyncio.gather(*stuck, return_exceptions=True)
+
+
+async def _warn_missing(
+    kind: str,
+    wanted: list[tuple[Rule, str]],
+    listing: Callable[[], Awaitable[Sequence[_T]]],
+    find: Callable[[Sequence[_T], str], _T | None],
+) -> None:
+    """Warn, naming the rule, about each scene or device the account does not have."""
+    try:
+        items = await listing()
+    except SwitchBotError as err:
+        _LOGGER.warning(
+            "cannot list SwitchBot %ss now (%s); will try at the first event", kind, err
+        )
+        return
+    for rule, name in wanted:
+        if find(items, name) is None:
+            _LOGGER.warning(
+                "rule %r: no SwitchBot %s %r on the account (known: %s)",
+                rule.name,
+                kind,
+                name,
+                ", ".join(repr(i.name) for i in items) or "none",
+            )
 
 
 def _switchbot_detail(err: SwitchBotError) -> str:
