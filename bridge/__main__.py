@@ -158,7 +158,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from bridge.service import Bridge
 
     async with open_cloud(settings) as cloud:
-        bridge = Bridge(settings, cloud.client, cloud.session)
+        bridge = Bridge(settings, cloud.client, cloud.session, cloud.switchbot)
         try:
             await bridge.start()
             names = ", ".join(bridge.devices) or "none"

@@ -8,12 +8,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from bridge.automation.engine import RuleEngine
 from bridge.config import Settings
 from bridge.events import EventService
 from bridge.media.hub import Hub, Stream
 from bridge.mjpeg import MjpegOptions
 from bridge.record import ClipStore, Recorder
 from bridge.routes import clips, events, hls, mjpeg, streams, webrtc
+from bridge.routes import web as web_page
 from bridge.routes.auth import basic_auth_middleware
 from bridge.routes.common import HUB
 from bridge.skybell import Device, SkyBellClient
@@ -32,6 +34,7 @@ class Parts:
     events: EventService
     store: ClipStore
     recorder: Recorder
+    rules: RuleEngine
 
 
 PARTS = web.AppKey("parts", Parts)
@@ -43,6 +46,11 @@ _OPEN_PATHS = ("/api/health", events.WEBHOOK_PATH)
 
 async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "streams": len(request.app[HUB].streams)})
+
+
+async def _automation(request: web.Request) -> web.Response:
+    """Rules (fired, skipped, last results) and the SwitchBot call budget."""
+    return web.json_response(request.app[PARTS].rules.stats())
 
 
 def build_app(parts: Parts) -> web.Application:
@@ -69,6 +77,7 @@ def build_app(parts: Parts) -> web.Application:
 
     app[streams.STREAM_INFO] = stream_info
     app.router.add_get("/api/health", _health)
+    app.router.add_get("/api/automation", _automation)
     streams.setup(app)
     mj = settings.mjpeg
     mjpeg.setup(
@@ -87,4 +96,11 @@ def build_app(parts: Parts) -> web.Application:
     )
     clips.setup(app, parts.store, parts.recorder)
     events.setup(app, parts.events, manage=False)
+    web_page.setup(
+        app,
+        rtsp_port=srv.rtsp_port,
+        rtsp_host=srv.rtsp_host,
+        username=srv.username,
+        password=srv.password.reveal() if srv.password is not None else None,
+    )
     return app

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bridge.automation.rules import Rule, parse_rules
 from bridge.errors import ConfigError
 from bridge.redact import Secret
 
@@ -235,6 +236,8 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings)
     record: RecordSettings = field(default_factory=RecordSettings)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
+    # [[rules]] tables: events -> actions (see bridge.automation.rules); TOML only.
+    rules: tuple[Rule, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -252,7 +255,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     data: dict[str, Any] = {}
     if path is not None:
         data = _read_toml(Path(path))
-    sections: dict[str, Any] = {}
+    # Rules are an array of tables, not a section: their own parser checks them.
+    rules = tuple(parse_rules(data.pop("rules", None)))
+    sections: dict[str, Any] = {"rules": rules}
     hints = typing.get_type_hints(Settings)
     known = {f.name for f in dataclasses.fields(Settings)}
     for name in data:
@@ -261,6 +266,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
                 name, f"unknown section; accepted sections: {', '.join(sorted(known))}"
             )
     for f in dataclasses.fields(Settings):
+        if f.name == "rules":
+            continue
         raw = data.get(f.name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f.name, "must be a table ([section])")

@@ -15,7 +15,10 @@ import aiohttp
 from aiohttp import web
 
 from bridge.app import Parts, build_app
+from bridge.automation import SwitchBotClient
+from bridge.automation.engine import RuleEngine
 from bridge.config import RecordDeviceSettings, RecordSettings, Settings
+from bridge.errors import UnknownDevice
 from bridge.events import Event, EventOptions, EventService
 from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Session
@@ -70,10 +73,15 @@ class Bridge:
     """Everything ``skybell-bridge serve`` runs; ``start()`` then ``close()``."""
 
     def __init__(
-        self, settings: Settings, client: SkyBellClient, http: aiohttp.ClientSession
+        self,
+        settings: Settings,
+        client: SkyBellClient,
+        http: aiohttp.ClientSession,
+        switchbot: SwitchBotClient | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
+        self.switchbot = switchbot
         st = settings.streams
         self.hub = Hub(
             idle_timeout=st.idle_timeout,
@@ -127,6 +135,19 @@ class Bridge:
         await events.start()
         events.bus.subscribe("recorder", self._record_event(recorder))
 
+        engine = RuleEngine(
+            settings.rules,
+            switchbot=self.switchbot,
+            record=self._record_action(recorder),
+            warm=self._warm_action(),
+            http=self._http,
+            log=events.log,
+            devices=events.directory,
+        )
+        self._closers.append(engine.close)
+        await engine.start()
+        engine.attach(events.bus)
+
         srv = settings.server
         password = srv.password.reveal() if srv.password is not None else None
         self._rtsp = RtspServer(
@@ -141,7 +162,9 @@ class Bridge:
         self._closers.append(self._rtsp.close)
         await self._rtsp.start()
 
-        self.parts = Parts(settings, self.client, self.hub, devices, events, store, recorder)
+        self.parts = Parts(
+            settings, self.client, self.hub, devices, events, store, recorder, engine
+        )
         self._runner = web.AppRunner(build_app(self.parts), access_log=None, handle_signals=False)
         self._closers.append(self._runner.cleanup)
         await self._runner.setup()
@@ -162,6 +185,26 @@ class Bridge:
                 _LOGGER.warning("not recording %s at %s: %s", event.type, event.device, err)
 
         return on_event
+
+    @staticmethod
+    def _record_action(recorder: Recorder) -> Callable[[Event], Awaitable[str]]:
+        async def record(event: Event) -> str:
+            clip = await recorder.trigger(
+                event.device_id, event.type, activity_id=event.activity_id
+            )
+            return f"recording {event.device}" if clip else f"{event.type} is not recorded"
+
+        return record
+
+    def _warm_action(self) -> Callable[[Event, float], Awaitable[str]]:
+        async def warm(event: Event, seconds: float) -> str:
+            stream = self.hub.get(event.device_id)
+            if stream is None:
+                raise UnknownDevice(event.device, [s.name for s in self.hub.streams])
+            stream.keep_warm(seconds)
+            return f"{stream.name} kept live for {seconds:g} s"
+
+        return warm
 
     async def close(self) -> None:
         """Stop listening, finish clips, end every live session; safe to call twice."""

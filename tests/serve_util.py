@@ -9,11 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridge.automation import SwitchBotClient
 from bridge.config import load_settings
 from bridge.redact import Secret
 from bridge.service import Bridge
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
-from bridge.sim.world import SimWorld
+from bridge.sim.switchbot import DEFAULT_SECRET as SWITCHBOT_SECRET
+from bridge.sim.switchbot import DEFAULT_TOKEN as SWITCHBOT_TOKEN
+from bridge.sim.world import SWITCHBOT_PREFIX, SimWorld
 from bridge.skybell import SkyBellClient
 
 FRONT = "0579ce92-72a5-4b1f-8191-e360876705c3"
@@ -36,7 +39,7 @@ async def make_bridge(world: SimWorld, tmp_path: Path) -> AsyncIterator[BridgeFa
     made: list[Bridge] = []
     async with aiohttp.ClientSession() as http:
 
-        async def factory(**env: str) -> Bridge:
+        async def factory(config: str | None = None, **env: str) -> Bridge:
             base = {
                 "SKYBELL_BRIDGE_SERVER_PORT": "0",
                 "SKYBELL_BRIDGE_SERVER_RTSP_PORT": "0",
@@ -44,11 +47,21 @@ async def make_bridge(world: SimWorld, tmp_path: Path) -> AsyncIterator[BridgeFa
                 "SKYBELL_BRIDGE_STORAGE_CLIPS_DIR": str(tmp_path / "clips"),
                 "SKYBELL_BRIDGE_RECORD_MIN_FREE_MB": "0",
             }
-            settings = load_settings(None, {**base, **env})
+            path = None
+            if config is not None:
+                path = tmp_path / f"bridge{len(made)}.toml"
+                path.write_text(config)
+            settings = load_settings(path, {**base, **env})
             client = SkyBellClient(
                 http, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
             )
-            bridge = Bridge(settings, client, http)
+            switchbot = SwitchBotClient(
+                http,
+                token=Secret(SWITCHBOT_TOKEN),
+                secret=Secret(SWITCHBOT_SECRET),
+                base_url=world.base_url + SWITCHBOT_PREFIX,
+            )
+            bridge = Bridge(settings, client, http, switchbot)
             made.append(bridge)
             await bridge.start()
             return bridge
