@@ -244,6 +244,10 @@ class WebRtcSession:
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
+        # Leave the output's registry and the stream together, before the slow peer close, so
+        # nobody sees a session that holds no subscription (nor counts it against the cap).
+        if self._on_closed is not None:
+            self._on_closed(self)
         if self._sub is not None:
             self._sub.close()
         try:
@@ -253,8 +257,6 @@ class WebRtcSession:
             logger.exception("%s: closing the peer connection failed", self.label)
         finally:
             self.state = "closed"
-            if self._on_closed is not None:
-                self._on_closed(self)
         sent = self._video_track.frames if self._video_track is not None else 0
         logger.info(
             "%s on %s ended (%s) after %.0f s, %d frames sent",
