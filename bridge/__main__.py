@@ -9,19 +9,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import secrets
 import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.cloud import open_cloud
 from bridge.commands import clips, events, switchbot, triggers
 from bridge.config import ENV_CONFIG, Settings, load_settings
 from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
 from bridge.logs import setup_logging
+from bridge.redact import Secret
 from bridge.sim.cloud import (
     API_PREFIX,
     DEFAULT_API_KEY,
@@ -33,6 +36,9 @@ from bridge.sim.cloud import (
 )
 from bridge.sim.world import SimWorld
 from bridge.skybell import find_device
+
+if TYPE_CHECKING:
+    from bridge.service import Bridge
 
 _LOGGER = logging.getLogger("bridge")
 
@@ -158,13 +164,28 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from bridge.service import Bridge
 
     async with open_cloud(settings) as cloud:
+        if cloud.sim is not None and settings.events.webhook_secret is None:
+            # The simulated cloud calls our webhook like the real one would: give it a secret
+            # for this run, so the whole event path works with no configuration.
+            events = dataclasses.replace(
+                settings.events, webhook_secret=Secret(secrets.token_urlsafe(24))
+            )
+            settings = dataclasses.replace(settings, events=events)
         bridge = Bridge(settings, cloud.client, cloud.session, cloud.switchbot)
         try:
             await bridge.start()
+            if cloud.sim is not None:
+                await _wire_simulator(cloud.sim, bridge, settings)
             names = ", ".join(bridge.devices) or "none"
             print(f"skybell-bridge: {len(bridge.devices)} doorbell(s): {names}", flush=True)
             print(f"  web and API  {bridge.http_url}", flush=True)
             print(f"  RTSP         {bridge.rtsp_url}NAME", flush=True)
+            if cloud.sim is not None:
+                print(
+                    f'  press a simulated doorbell: skybell-bridge sim press "Front Door" '
+                    f"--url {cloud.sim.base_url}",
+                    flush=True,
+                )
             srv = settings.server
             if srv.password is None and srv.host in ("127.0.0.1", "localhost", "::1"):
                 print("no server.password set: listening on this machine only", flush=True)
@@ -172,6 +193,24 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await bridge.close()
     return 0
+
+
+async def _wire_simulator(sim: SimWorld, bridge: Bridge, settings: Settings) -> None:
+    """Point the simulator's webhooks and UDP broadcasts at this bridge."""
+    from bridge.skybell.triggers import add_webhook_triggers, webhook_url
+
+    ev = settings.events
+    assert ev.webhook_secret is not None
+    assert bridge.parts is not None
+    await add_webhook_triggers(
+        bridge.client,
+        bridge.parts.devices,
+        webhook_url(bridge.http_url),
+        secret=ev.webhook_secret,
+        header_name=ev.webhook_header,
+    )
+    if ev.udp_enabled:
+        sim.presser.udp_target = ("127.0.0.1", ev.udp_port)
 
 
 def _parser() -> argparse.ArgumentParser:
