@@ -4,7 +4,6 @@ and ffmpeg/ffprobe run without blocking the event loop that serves RTSP."""
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import random
 import time
@@ -19,6 +18,8 @@ import numpy as np
 from bridge.media.hub import Hub, Session, Stream
 from bridge.media.packet import MediaPacket
 
+from .h264util import x264
+
 FPS = 15
 WIDTH, HEIGHT = 160, 128
 
@@ -27,21 +28,9 @@ WIDTH, HEIGHT = 160, 128
 def noisy_video(frames: int = 30, gop: int = 15) -> tuple[MediaPacket, ...]:
     """Real H.264 whose IDR slices are larger than one RTP packet (so FU-A is exercised).
 
-    The parameter sets travel only with the first IDR, as x264 and many cameras do.
+    x264 repeats the parameter sets in front of every IDR, as most cameras do.
     """
-    codec = av.CodecContext.create("libx264", "w")
-    codec.width, codec.height = WIDTH, HEIGHT
-    codec.pix_fmt = "yuv420p"
-    codec.time_base = fractions.Fraction(1, FPS)
-    codec.options = {
-        "tune": "zerolatency",
-        "preset": "ultrafast",
-        "bf": "0",
-        "g": str(gop),
-        "keyint_min": str(gop),
-        "sc_threshold": "0",
-        "forced-idr": "1",
-    }
+    codec = x264(WIDTH, HEIGHT, FPS, gop)
     noise = np.random.default_rng(7).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     out: list[MediaPacket] = []
     for n in range(frames):

@@ -12,13 +12,10 @@ import numpy as np
 from bridge.media.packet import MediaPacket
 
 
-@cache
-def encode(
-    frames: int = 30, fps: int = 15, gop: int = 10, size: int = 64
-) -> tuple[MediaPacket, ...]:
-    """``frames`` access units (Annex-B, IDR every ``gop``), pts in 90 kHz from 0."""
+def x264(width: int, height: int, fps: int, gop: int) -> av.VideoCodecContext:
+    """A live-style libx264 encoder: no B-frames, an IDR every ``gop`` frames exactly."""
     codec = av.CodecContext.create("libx264", "w")
-    codec.width = codec.height = size
+    codec.width, codec.height = width, height
     codec.pix_fmt = "yuv420p"
     codec.time_base = fractions.Fraction(1, fps)
     codec.options = {
@@ -30,6 +27,15 @@ def encode(
         "sc_threshold": "0",
         "forced-idr": "1",
     }
+    return codec  # type: ignore[return-value]
+
+
+@cache
+def encode(
+    frames: int = 30, fps: int = 15, gop: int = 10, size: int = 64
+) -> tuple[MediaPacket, ...]:
+    """``frames`` access units (Annex-B, IDR every ``gop``), pts in 90 kHz from 0."""
+    codec = x264(size, size, fps, gop)
     out: list[MediaPacket] = []
     for n in range(frames):
         img = np.full((size, size, 3), (n * 8) % 256, dtype=np.uint8)

@@ -31,6 +31,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import candidate_from_sdp
 
 from bridge.errors import BridgeError
+from bridge.tasks import TaskSet
 
 from . import aiortc_patch
 from .packet import MediaPacket
@@ -220,7 +221,7 @@ class WebRtcSource:
         self._handles: dict[str, aiortc_patch.PassthroughHandle] = {}
         self._queue: asyncio.Queue[MediaPacket | object] = asyncio.Queue(maxsize=queue_size)
         self._overflowed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._failure: str | None = None
         self._closed = False
         self._connected = asyncio.Event()
@@ -296,7 +297,7 @@ class WebRtcSource:
         for kind, transceiver in self._transceivers.items():
             track = transceiver.receiver.track
             if track is not None:
-                self._spawn(self._read(kind, track))
+                self._tasks.spawn(self._read(kind, track))
 
     async def add_remote_candidate(
         self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
@@ -352,7 +353,7 @@ class WebRtcSource:
         """Send a PLI to the camera (asynchronously; a no-op before media arrives)."""
         video = self._transceivers.get("video")
         if video is not None and not self._closed:
-            self._spawn(self._send_pli(video.receiver))
+            self._tasks.spawn(self._send_pli(video.receiver))
 
     async def _send_pli(self, receiver: RTCRtpReceiver) -> None:
         if await aiortc_patch.request_keyframe(receiver):
@@ -410,20 +411,12 @@ class WebRtcSource:
             raise WebRtcSourceError("create_offer() first, and not after close()")
         return self._pc
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
         """Stop the peer and every reader; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self._pc is not None:
             await self._pc.close()
         self._enqueue(_END)

@@ -37,6 +37,7 @@ from aiortc import (
 
 from bridge.media import aiortc_patch
 from bridge.media.webrtc_source import parse_candidate
+from bridge.tasks import TaskSet
 
 from .picture import render_frame
 
@@ -275,7 +276,7 @@ class SimDoorbellPeer:
         self._on_candidate = on_candidate
         self._pc: RTCPeerConnection | None = None
         self._cut = _Cut(self.settings.cut_after)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._closed = False
 
     @property
@@ -327,7 +328,7 @@ class SimDoorbellPeer:
         sdp = pc.localDescription.sdp
         if settings.trickle:
             sdp, candidates = _split_candidates(sdp)
-            self._spawn(self._trickle(candidates))
+            self._tasks.spawn(self._trickle(candidates))
         return sdp
 
     async def _trickle(self, candidates: list[tuple[str, str | None, int]]) -> None:
@@ -348,23 +349,12 @@ class SimDoorbellPeer:
             return
         await self._pc.addIceCandidate(parse_candidate(candidate, sdp_mid, sdp_mline_index))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def run() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
         """Stop sending and close the peer; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self._pc is not None:
             await self._pc.close()
 

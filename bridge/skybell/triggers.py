@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from bridge.redact import Secret
 from bridge.skybell.client import SkyBellClient
+from bridge.skybell.events import EVENT_TYPES
 from bridge.skybell.models import Device, Trigger
 
 __all__ = [
@@ -31,16 +32,8 @@ __all__ = [
 
 WEBHOOK_PATH: Final = "/api/skybell/webhook"
 DEFAULT_HEADER: Final = "X-Skybell-Bridge-Secret"
-TRIGGER_EVENTS: Final = (
-    "doorbell",
-    "motion",
-    "lstream",
-    "availability",
-    "vready",
-    "telemetry",
-    "ota",
-    "devicedeleted",
-)
+# Every event type but our own "unknown" can be subscribed to.
+TRIGGER_EVENTS: Final = tuple(t for t in EVENT_TYPES if t != "unknown")
 # Telemetry arrives hourly per device and ota rarely matters to automations: opt in for those.
 DEFAULT_EVENTS: Final = ("doorbell", "motion", "availability", "vready")
 
