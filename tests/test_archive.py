@@ -25,6 +25,7 @@ from bridge.record.mp4file import probe
 from bridge.redact import Secret
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, SimCloud
 from bridge.sim.videos import SimVideos
+from bridge.sim.world import SimWorld
 from bridge.skybell import SkyBellClient
 
 from .conftest import FakeClock
@@ -366,3 +367,33 @@ def test_progress_line_and_printer() -> None:
 
 def test_sync_report_defaults() -> None:
     assert SyncReport() == SyncReport(0, 0, 0, 0, [], [])
+
+
+async def test_the_simulated_world_serves_activity_videos(
+    clock: FakeClock, tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    world = SimWorld(SimCloud(clock=clock))
+    server = await aiohttp_server(world.app())
+    world.bind(str(server.make_url("")))
+    store = ClipStore(tmp_path / "clips")
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = SkyBellClient(
+                http, base_url=str(server.make_url(API_PREFIX)), api_key=Secret(DEFAULT_API_KEY)
+            )
+            archive = CloudArchive(
+                client,
+                http,
+                store,
+                retention=Retention(store, RecordOptions(min_free_bytes=0, reserve_bytes=0)),
+                clock=clock,
+            )
+            newest = world.cloud.activities[0]
+            clip = await archive.download_activity(newest["activity_id"])
+            await archive.close()
+        assert clip.source == "cloud"
+        assert store.file_of(clip).read_bytes() == await world.videos.video(newest)
+        assert world.videos.requests == [(newest["activity_id"], None)]
+    finally:
+        store.close()
+        await world.close()

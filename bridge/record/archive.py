@@ -172,6 +172,8 @@ class CloudArchive:
         Raises StorageFull (the sync stops; what was downloaded stays) and CloudError when the
         activity list cannot be read. Other per-video failures are counted in the report.
         """
+        if since.tzinfo is None:
+            since = since.astimezone(UTC)  # a naive time is local, as astimezone() reads it
         report = SyncReport()
         await self._refresh_names()
         await asyncio.to_thread(self._sweep_parts)
@@ -260,10 +262,12 @@ class CloudArchive:
     async def _vready(self, device_id: str, activity_id: str) -> Clip | None:
         try:
             return await self.download_activity(activity_id, device_id)
-        except (ArchiveError, CloudError) as err:
-            _LOGGER.warning("cloud video %s: %s", activity_id, redact(str(err)))
         except StorageFull as err:
             _LOGGER.error("cloud video %s not downloaded: %s", activity_id, err)
+        except (RecordError, CloudError) as err:
+            _LOGGER.warning("cloud video %s: %s", activity_id, redact(str(err)))
+        except Exception:
+            _LOGGER.exception("cloud video %s failed", activity_id)
         return None
 
     async def _periodic_loop(self, interval: float, lookback: float) -> None:
