@@ -245,7 +245,8 @@ class S3Uploader:
                 await asyncio.shield(self._current)
             except Exception:
                 _LOGGER.exception("S3 upload of clip %d failed unexpectedly", job.id)
-                await asyncio.to_thread(self._retry_later, job, "unexpected error")
+                with contextlib.suppress(Exception):  # e.g. the database is gone too
+                    await asyncio.to_thread(self._retry_later, job, "unexpected error")
 
     async def _sleep(self) -> None:
         """Until woken (enqueue, drain) or until the next pending upload or scan is due."""
