@@ -16,7 +16,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from bridge.media.mp4 import Mp4Writer
-from bridge.record import Clip, ClipStore
+from bridge.record import Clip, ClipStore, RecordOptions, Retention
 from bridge.record.s3 import S3Options, S3Uploader
 
 from .fake_doorbell import noisy_video
@@ -239,6 +239,12 @@ async def test_delete_local_keeps_the_row_and_serves_through_a_presigned_url(rig
     async with aiohttp.ClientSession() as http, http.get(thumb_url) as resp:
         assert (await resp.read())[:2] == b"\xff\xd8"
     assert await uploader.presigned_url(clip.id + 1000) is None
+
+    # A clip kept only in S3 is neither "missing" to a reindex nor room to win for retention.
+    await rig.store.reindex()
+    strict = RecordOptions(max_total_bytes=1, max_age_days=0.0001, min_free_bytes=0)
+    await asyncio.to_thread(Retention(rig.store, strict).run)
+    assert rig.store.index.get(clip.id) is not None
 
 
 async def test_failing_endpoint_leaves_rows_pending_and_a_restart_uploads_them(

@@ -227,6 +227,16 @@ class ClipIndex:
         )
         return [_row_to_clip(r) for r in rows]
 
+    def remote_only(self) -> set[int]:
+        """Ids of clips whose file now lives only in S3 (uploaded, then deleted locally).
+
+        The ``local`` column belongs to the S3 uploader's migration; without it, none are.
+        """
+        columns = {row[1] for row in self.db.query("PRAGMA table_info(clips)")}
+        if "local" not in columns:
+            return set()
+        return {int(r[0]) for r in self.db.query("SELECT id FROM clips WHERE local = 0")}
+
     def total_size(self) -> int:
         """Bytes of all finished clips (``recording`` rows are sized by the store)."""
         rows = self.db.query("SELECT COALESCE(SUM(size), 0) FROM clips WHERE state != 'recording'")

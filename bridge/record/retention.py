@@ -30,11 +30,13 @@ class Retention:
         self.options = options
 
     def _deletable(self) -> list[Clip]:
-        """Finished clips, oldest first (``recording`` rows are never candidates)."""
+        """Finished clips on this disk, oldest first (``recording`` rows are never candidates,
+        and a clip kept only in S3 frees nothing here, so its row stays)."""
+        remote = self.store.index.remote_only()
         return [
             c
             for c in self.store.index.all(states=("done", "failed"))
-            if not self.store.is_active(c.id)
+            if not self.store.is_active(c.id) and c.id not in remote
         ]
 
     def _delete(self, clips: Iterable[Clip], why: str) -> list[Clip]:

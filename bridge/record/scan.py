@@ -99,8 +99,9 @@ def reindex(store: ClipStore) -> dict[str, int]:
         else:
             store.index.update(existing.id, **fields)
             counts["updated"] += 1
+    remote = store.index.remote_only()  # uploaded to S3 and deleted here: not missing
     for clip in store.index.all(states=("done", "failed")):
-        if clip.path not in seen:
+        if clip.path not in seen and clip.id not in remote:
             store.index.delete(clip.id)
             counts["removed"] += 1
     _LOGGER.info("reindex of %s: %s", store.root, counts)
