@@ -14,6 +14,7 @@ from bridge.events import EventService
 from bridge.media.hub import Hub, Stream
 from bridge.mjpeg import MjpegOptions
 from bridge.record import ClipStore, Recorder
+from bridge.record.s3 import S3Uploader
 from bridge.routes import clips, events, hls, mjpeg, streams, webrtc
 from bridge.routes import web as web_page
 from bridge.routes.auth import basic_auth_middleware
@@ -35,6 +36,7 @@ class Parts:
     store: ClipStore
     recorder: Recorder
     rules: RuleEngine
+    uploader: S3Uploader | None = None
 
 
 PARTS = web.AppKey("parts", Parts)
@@ -94,7 +96,7 @@ def build_app(parts: Parts) -> web.Application:
         part_target=h.part_target,
         window=h.window,
     )
-    clips.setup(app, parts.store, parts.recorder)
+    clips.setup(app, parts.store, parts.recorder, parts.uploader)
     events.setup(app, parts.events, manage=False)
     web_page.setup(
         app,

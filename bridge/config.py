@@ -197,6 +197,33 @@ class RecordSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """Downloading SkyBell's own recordings into the clips folder."""
+
+    # Also on a vready event (the cloud finished a recording), whatever the interval.
+    enabled: bool = False
+    sync_interval: float = field(default=900.0, metadata=_range(60, 86400))
+    since_days: float = field(default=1.0, metadata=_range(0.01, 90))  # each sync looks back
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Uploading clips and thumbnails to S3 (or any S3-compatible store).
+
+    Credentials come from boto3's usual sources (AWS_* variables, ~/.aws, instance roles),
+    never from this file.
+    """
+
+    enabled: bool = False
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str = ""  # empty: AWS; set it for MinIO, Backblaze, Wasabi...
+    region: str = ""
+    delete_local: bool = False  # keep only the S3 copy once uploaded (the index row stays)
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+
+@dataclass(frozen=True)
 class SwitchBotSettings:
     """The SwitchBot account that rules drive (API v1.1)."""
 
@@ -235,6 +262,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     events: EventSettings = field(default_factory=EventSettings)
     record: RecordSettings = field(default_factory=RecordSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     # [[rules]] tables: events -> actions (see bridge.automation.rules); TOML only.
     rules: tuple[Rule, ...] = ()
@@ -444,6 +473,8 @@ def _check_cross_field(settings: Settings) -> None:
                 f"{preroll:g} s needs streams.buffer_seconds of at least {preroll + 2:g} "
                 f"(now {buffered:g})",
             )
+    if settings.s3.enabled and not settings.s3.bucket:
+        raise ConfigError("s3.bucket", "s3.enabled is true, so a bucket is needed")
     sw = settings.switchbot
     if (sw.token is None) != (sw.secret is None):
         missing = "switchbot.secret" if sw.token else "switchbot.token"

@@ -24,6 +24,8 @@ from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Session
 from bridge.media.live import open_live_session
 from bridge.record import ClipStore, DeviceRecordOptions, Recorder, RecordOptions, StorageFull
+from bridge.record.archive import CloudArchive
+from bridge.record.s3 import S3Options, S3Uploader
 from bridge.rtsp import RtspServer
 from bridge.skybell import SkyBellClient
 
@@ -50,6 +52,19 @@ def _device_options(d: RecordDeviceSettings) -> DeviceRecordOptions:
         audio=d.audio,
         max_bytes=_gib(d.max_gb),
         max_age_days=d.max_age_days,
+    )
+
+
+def s3_options(settings: Settings) -> S3Options:
+    """The uploader's options from the ``[s3]`` settings."""
+    s3 = settings.s3
+    return S3Options(
+        bucket=s3.bucket,
+        prefix=s3.prefix,
+        endpoint_url=s3.endpoint_url or None,
+        region=s3.region or None,
+        delete_local_after_upload=s3.delete_local,
+        addressing_style=s3.addressing_style,
     )
 
 
@@ -128,12 +143,26 @@ class Bridge:
         if recovered:
             _LOGGER.info("recovered %d clip(s) left by an earlier run", len(recovered))
 
+        uploader = None
+        if settings.s3.enabled:
+            uploader = S3Uploader(store, s3_options(settings))
+            self._closers.append(uploader.close)
+            await uploader.start()
+        archive = CloudArchive(self.client, self._http, store, retention=recorder.retention)
+        self._closers.append(archive.close)
+        if settings.archive.enabled:
+            archive.run_periodic(
+                settings.archive.sync_interval, lookback=settings.archive.since_days * 86400
+            )
+
         ev = settings.events
         options = EventOptions(**{f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)})
         events = EventService(self.client, devices, options, log_path=clips_dir / INDEX_NAME)
         self._closers.append(events.close)
         await events.start()
         events.bus.subscribe("recorder", self._record_event(recorder))
+        if settings.archive.enabled:
+            events.bus.subscribe("archive", self._archive_event(archive))
 
         engine = RuleEngine(
             settings.rules,
@@ -163,7 +192,7 @@ class Bridge:
         await self._rtsp.start()
 
         self.parts = Parts(
-            settings, self.client, self.hub, devices, events, store, recorder, engine
+            settings, self.client, self.hub, devices, events, store, recorder, engine, uploader
         )
         self._runner = web.AppRunner(build_app(self.parts), access_log=None, handle_signals=False)
         self._closers.append(self._runner.cleanup)
@@ -183,6 +212,15 @@ class Bridge:
             except StorageFull as err:
                 # Live view goes on; the log says why this event has no clip.
                 _LOGGER.warning("not recording %s at %s: %s", event.type, event.device, err)
+
+        return on_event
+
+    @staticmethod
+    def _archive_event(archive: CloudArchive) -> Callable[[Event], Awaitable[None]]:
+        async def on_event(event: Event) -> None:
+            # vready: the cloud finished uploading a recording; fetch it into the clips folder.
+            if event.type == "vready" and event.activity_id and event.known_device:
+                archive.on_vready(event.device_id, event.activity_id)
 
         return on_event
 

@@ -129,3 +129,17 @@ def test_sim_press_without_a_simulator_is_one_clear_line() -> None:
     assert result.returncode == 1
     assert "no simulator at http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_clips_sync_downloads_the_cloud_recordings(tmp_path: Path) -> None:
+    result = run("clips", "sync", "--since", "2d", "--device", "front-door", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "failed 0" in result.stdout
+    assert "clips" in result.stderr  # the progress line
+    listed = run("clips", "list", cwd=tmp_path)
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert rows
+    assert {(r[1], r[6]) for r in rows} == {("front-door", "cloud")}
+    bad = run("clips", "sync", "--since", "yesterday", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "--since" in bad.stderr

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.cloud import open_cloud
 from bridge.commands.common import print_table
 from bridge.config import Settings
 from bridge.record import ClipStore, Retention
+from bridge.record.archive import CloudArchive
+from bridge.record.archive_cli import ProgressPrinter, parse_since
 from bridge.service import record_options
+from bridge.skybell import find_device
 
 __all__ = ["add_parsers"]
 
@@ -46,6 +51,33 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    """Download SkyBell's recordings since a time into the clips folder, with progress."""
+    store = await asyncio.to_thread(_open_store, settings)
+    try:
+        async with open_cloud(settings) as cloud:
+            device_ids = None
+            if args.device:
+                device_ids = [find_device(await cloud.client.devices(), args.device).id]
+            retention = Retention(store, record_options(settings.record))
+            archive = CloudArchive(cloud.client, cloud.session, store, retention=retention)
+            printer = ProgressPrinter()
+            try:
+                report = await archive.sync(args.since, device_ids, progress=printer)
+            finally:
+                printer.finish()
+                await archive.close()
+    finally:
+        store.close()
+    print(
+        f"downloaded {report.downloaded}, skipped {report.skipped}, failed {report.failed} "
+        f"({report.bytes / 1e6:.1f} MB)"
+    )
+    for line in report.errors:
+        print(f"  {line}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 async def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild the index from the files in the clips folder."""
     store = await asyncio.to_thread(_open_store, settings)
@@ -77,6 +109,12 @@ def add_parsers(sub: Any) -> None:
     ls.add_argument("--event", help="doorbell, motion, manual, ...")
     ls.add_argument("--limit", type=int, default=50)
     ls.set_defaults(func=cmd_list)
+    sy = csub.add_parser("sync", help="download SkyBell's own recordings")
+    sy.add_argument(
+        "--since", type=parse_since, default="1d", help="2d, 12h, 30m, 1w or an ISO date"
+    )
+    sy.add_argument("--device", help="one doorbell (default: all)")
+    sy.set_defaults(func=cmd_sync)
     r = csub.add_parser("reindex", help="rebuild the index from the clips folder")
     r.set_defaults(func=cmd_reindex)
     pr = csub.add_parser("prune", help="apply retention now")

@@ -23,14 +23,16 @@ from bridge.record import (
     StorageFull,
 )
 from bridge.record.index import Clip
+from bridge.record.s3 import S3Uploader
 from bridge.routes.common import error, stream_from_query
 
-__all__ = ["RECORDER", "STORE", "setup"]
+__all__ = ["RECORDER", "STORE", "UPLOADER", "setup"]
 
 _LOGGER = logging.getLogger(__name__)
 
 STORE = web.AppKey("clip_store", ClipStore)
 RECORDER = web.AppKey("recorder", Recorder)
+UPLOADER = web.AppKey("s3_uploader", S3Uploader)
 
 _FILTERS = ("device", "event", "source", "state", "cursor")
 
@@ -102,6 +104,7 @@ async def _video(request: web.Request) -> web.FileResponse:
         _LOGGER.warning("clip %d has a path outside the clips folder; refusing it", clip.id)
         raise error(web.HTTPNotFound, f"clip {clip.id} has no file") from None
     if not path.is_file():
+        await _redirect_to_s3(request, clip)
         raise error(web.HTTPNotFound, f"clip {clip.id} has no file (deleted or uploaded)")
     # FileResponse answers Range requests (206) and HEAD, which browsers need to seek.
     return web.FileResponse(path, headers={"Content-Type": "video/mp4"})
@@ -114,8 +117,20 @@ async def _thumbnail(request: web.Request) -> web.FileResponse:
     except PathOutsideStore:
         path = None
     if path is None or not path.is_file():
+        await _redirect_to_s3(request, clip, thumbnail=True)
         raise error(web.HTTPNotFound, f"clip {clip.id} has no thumbnail")
     return web.FileResponse(path, headers={"Content-Type": "image/jpeg"})
+
+
+async def _redirect_to_s3(request: web.Request, clip: Clip, *, thumbnail: bool = False) -> None:
+    """A clip kept only in S3 is served from there, through a short-lived presigned URL."""
+    uploader = request.app.get(UPLOADER)
+    if uploader is None:
+        return
+    url = await uploader.presigned_url(clip.id, thumbnail=thumbnail)
+    if url is not None:
+        # 307 keeps the method and lets the browser's Range requests go straight to S3.
+        raise web.HTTPTemporaryRedirect(url)
 
 
 async def _delete(request: web.Request) -> web.Response:
@@ -150,10 +165,14 @@ async def _recording(request: web.Request) -> web.Response:
     return web.json_response({"recording": [j.as_dict() for j in request.app[RECORDER].active()]})
 
 
-def setup(app: web.Application, store: ClipStore, recorder: Recorder) -> None:
-    """Add the clips API and manual recording."""
+def setup(
+    app: web.Application, store: ClipStore, recorder: Recorder, uploader: S3Uploader | None = None
+) -> None:
+    """Add the clips API and manual recording; clips only in S3 redirect there."""
     app[STORE] = store
     app[RECORDER] = recorder
+    if uploader is not None:
+        app[UPLOADER] = uploader
     app.router.add_get("/api/clips", _list)
     app.router.add_get(r"/api/clips/{id:\d+}", _metadata)
     app.router.add_delete(r"/api/clips/{id:\d+}", _delete)
