@@ -139,7 +139,7 @@ def test_clips_sync_downloads_the_cloud_recordings(tmp_path: Path) -> None:
     listed = run("clips", "list", cwd=tmp_path)
     rows = [line.split() for line in listed.stdout.splitlines()[1:]]
     assert rows
-    assert {(r[1], r[6]) for r in rows} == {("front-door", "cloud")}
+    assert {(r[1], r[7]) for r in rows} == {("front-door", "cloud")}  # START has a space
     bad = run("clips", "sync", "--since", "yesterday", cwd=tmp_path)
     assert bad.returncode == 2
     assert "--since" in bad.stderr
