@@ -1,0 +1,236 @@
+"""The browser page: ``web/`` served at ``/``, its public facts, and login/logout.
+
+- ``GET /`` and ``GET /<file>``: the static page. Only files found under ``web/`` when the app
+  is built get a route, each by its exact path, so no URL can name anything outside the folder
+  (symlinks that resolve outside it are skipped). Everything is ``no-cache``: there is no build
+  step that puts a hash in file names, so the browser must revalidate (ETag/Last-Modified make
+  that a 304) or it could mix modules of two versions after an upgrade.
+- ``GET /api/config``: non-secret facts the page needs before and after login (RTSP port and
+  host, whether auth is on and whether this request is authenticated, optional APIs present).
+- ``POST /api/login`` (JSON or form: username, password): sets the session cookie (HttpOnly,
+  SameSite=Strict, Path=/); ``POST /api/logout`` ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from bridge.routes.auth import (
+    COOKIE_NAME,
+    SESSIONS,
+    SessionStore,
+    credentials_match,
+    has_valid_session,
+    mark_public,
+    parse_basic,
+)
+from bridge.routes.common import error
+
+__all__ = ["WEB_ROOT", "setup"]
+
+_LOGGER = logging.getLogger(__name__)
+
+WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".webmanifest": "application/manifest+json",
+}
+# The page runs only its own files: no inline script, nothing from elsewhere. blob: carries
+# the MSE player's MediaSource and snapshot downloads.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+_STATIC_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+_MAX_LOGIN_BODY = 4096
+# Failed logins per client address before a pause: enough for typos, too few for guessing.
+_MAX_FAILURES = 5
+_FAILURE_WINDOW = 60.0
+
+
+class _Failures:
+    """Recent failed logins per client address, to slow down password guessing."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, deque[float]] = {}
+
+    def _recent(self, who: str, now: float) -> deque[float]:
+        times = self._times.setdefault(who, deque())
+        while times and times[0] <= now - _FAILURE_WINDOW:
+            times.popleft()
+        return times
+
+    def wait(self, who: str) -> float:
+        """Seconds until ``who`` may try again (0: now)."""
+        now = time.monotonic()
+        times = self._recent(who, now)
+        if len(times) < _MAX_FAILURES:
+            if not times:
+                self._times.pop(who, None)
+            return 0.0
+        return times[0] + _FAILURE_WINDOW - now
+
+    def add(self, who: str) -> None:
+        self._recent(who, time.monotonic()).append(time.monotonic())
+        if len(self._times) > 10_000:  # many addresses: forget the oldest entries
+            self._times.pop(next(iter(self._times)))
+
+
+def _files(root: Path) -> dict[str, Path]:
+    """URL path -> file, for every servable file under ``root``."""
+    root = root.resolve()
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or path.suffix not in _TYPES:
+            continue
+        real = path.resolve()
+        if not real.is_file() or not real.is_relative_to(root):
+            continue
+        found["/" + rel.as_posix()] = real
+    if "/index.html" in found:
+        found["/"] = found["/index.html"]
+    return found
+
+
+def _static_handler(path: Path) -> Handler:
+    headers = {**_STATIC_HEADERS, "Content-Type": _TYPES[path.suffix]}
+    if path.suffix == ".html":
+        headers["Content-Security-Policy"] = _CSP
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        # FileResponse answers 404 itself if the file went away since start, and 304 to a
+        # revalidation whose ETag or date still matches.
+        return web.FileResponse(path, headers=headers)
+
+    return handler
+
+
+def setup(
+    app: web.Application,
+    *,
+    rtsp_port: int,
+    rtsp_host: str = "",
+    username: str = "",
+    password: str | None = None,
+    session_ttl: float = 7 * 86400.0,
+    root: Path = WEB_ROOT,
+) -> None:
+    """Serve the page from ``root`` at ``/``, plus ``/api/config``, ``/api/login``, ``/api/logout``.
+
+    ``password`` None means auth is off; otherwise it must be the one the auth middleware uses.
+    """
+    auth_on = password is not None
+    if auth_on:
+        app[SESSIONS] = SessionStore(session_ttl)
+    failures = _Failures()
+
+    async def config(request: web.Request) -> web.Response:
+        authenticated = not auth_on or has_valid_session(request)
+        if auth_on and not authenticated:
+            given = parse_basic(request.headers.get("Authorization", ""))
+            authenticated = credentials_match(given, username, password or "")
+        host = rtsp_host if rtsp_host not in _WILDCARD_HOSTS else None
+        canonicals = {r.canonical for r in request.app.router.resources()}
+        return web.json_response(
+            {
+                "auth": auth_on,
+                "authenticated": authenticated,
+                "username_hint": bool(username),
+                "rtsp_port": rtsp_port,
+                "rtsp_host": host,  # None: the host the page was loaded from
+                "features": {"automation": "/api/automation" in canonicals},
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def login(request: web.Request) -> web.Response:
+        if not auth_on:
+            return web.json_response({"ok": True, "auth": False})
+        who = request.remote or "?"
+        wait = failures.wait(who)
+        if wait > 0:
+            refused = error(web.HTTPTooManyRequests, "too many failed logins; try again later")
+            refused.headers["Retry-After"] = str(int(wait) + 1)
+            raise refused
+        given = await _login_form(request)
+        if not credentials_match(given, username, password or ""):
+            failures.add(who)
+            _LOGGER.info("failed login from %s", who)
+            raise error(web.HTTPUnauthorized, "wrong username or password")
+        token = request.app[SESSIONS].create()
+        response = web.json_response({"ok": True, "auth": True})
+        response.set_cookie(
+            COOKIE_NAME,
+            token,
+            max_age=int(session_ttl),
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+        )
+        return response
+
+    async def logout(request: web.Request) -> web.Response:
+        store = request.app.get(SESSIONS)
+        token = request.cookies.get(COOKIE_NAME)
+        if store is not None and token:
+            store.revoke(token)
+        response = web.json_response({"ok": True})
+        response.del_cookie(COOKIE_NAME, path="/", samesite="Strict")
+        return response
+
+    public = [
+        app.router.add_get("/api/config", config).resource,
+        app.router.add_post("/api/login", login).resource,
+        app.router.add_post("/api/logout", logout).resource,
+    ]
+    if not root.is_dir():
+        _LOGGER.warning("no web page: %s is not a folder", root)
+    else:
+        for url, path in _files(root).items():
+            public.append(app.router.add_get(url, _static_handler(path)).resource)
+    mark_public(app, *(r for r in public if r is not None))
+
+
+async def _login_form(request: web.Request) -> tuple[str, str]:
+    if request.content_length is not None and request.content_length > _MAX_LOGIN_BODY:
+        raise error(web.HTTPRequestEntityTooLarge, "the login form is too large")
+    body = await request.content.read(_MAX_LOGIN_BODY + 1)
+    if len(body) > _MAX_LOGIN_BODY:
+        raise error(web.HTTPRequestEntityTooLarge, "the login form is too large")
+    fields: Any
+    if request.content_type == "application/json":
+        try:
+            fields = json.loads(body)
+        except ValueError:
+            fields = None
+    else:
+        fields = dict(parse_qsl(body.decode("utf-8", "replace")))
+    if not isinstance(fields, dict):
+        raise error(web.HTTPBadRequest, 'expected {"username": ..., "password": ...}')
+    user, pw = fields.get("username", ""), fields.get("password")
+    if not isinstance(user, str) or not isinstance(pw, str):
+        raise error(web.HTTPBadRequest, "username and password must be strings")
+    return user, pw

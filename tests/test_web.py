@@ -1,0 +1,395 @@
+"""The browser page in real headless Chromium against a whole bridge and the simulator.
+
+The page is plain HTML/JS modules served by the bridge; these tests drive it the way a user
+would and check what the user would see: pictures that move, the transport actually used,
+the doorbell banner, clips that seek, the login gate, and a layout that fits a phone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from bridge.redact import Secret
+from bridge.service import Bridge
+from bridge.sim.picture import read_stamp
+from bridge.sim.world import SimWorld
+from bridge.skybell.triggers import WEBHOOK_PATH, add_webhook_triggers
+
+from .serve_util import BridgeFactory, basic, get_json
+from .test_clips_api import wait_for_clip
+from .web_util import Watch, browser_fixture, new_page, shot, until  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.slow
+
+VIEWS = ["#/", "#/live/front-door", "#/clips", "#/events", "#/status", "#/settings"]
+
+# Frame counters of a <video> or <img>, and the stamp the simulated doorbell burns into each
+# picture (top rows only), read back through a canvas at the picture's own size.
+_PLAYBACK = """sel => { const v = document.querySelector(sel);
+  return v ? {t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames} : {t: 0, frames: 0}; }"""
+_STAMP = """async sel => {
+  const el = document.querySelector(sel);
+  if (el.requestVideoFrameCallback) await new Promise(r => el.requestVideoFrameCallback(r));
+  const w = el.videoWidth || el.naturalWidth, rows = 64;
+  const c = document.createElement('canvas'); c.width = w; c.height = rows;
+  const g = c.getContext('2d', {willReadFrequently: true}); g.drawImage(el, 0, 0);
+  const now = Date.now(), d = g.getImageData(0, 0, w, rows).data;
+  let s = ''; for (let i = 0; i < d.length; i += 4) s += String.fromCharCode((d[i] + d[i+1] + d[i+2]) / 3);
+  return {w, rows, now, gray: btoa(s)}; }"""
+
+
+async def stamp(page: Any, selector: str) -> tuple[int, float]:
+    """(frame number, glass-to-glass latency in ms) of the picture on screen now."""
+    got = await page.evaluate(_STAMP, selector)
+    gray = np.frombuffer(base64.b64decode(got["gray"]), dtype=np.uint8)
+    frame, captured_ms = read_stamp(gray.reshape(got["rows"], got["w"]))
+    return frame, got["now"] - captured_ms
+
+
+async def webrtc_sessions(bridge: Bridge, name: str = "front-door") -> int:
+    _, body = await get_json(bridge.http_url + f"api/streams?src={name}")
+    sessions: int = body["webrtc"]["sessions"]
+    return sessions
+
+
+async def playing(page: Any, selector: str = "#live-video") -> dict[str, Any]:
+    """Wait until the video decodes frames and its clock moves on; its playback numbers."""
+    first = await until(lambda: _frames(page, selector), 20)
+    await until(
+        lambda: _frames(page, selector, after=first),
+        10,
+    )
+    result: dict[str, Any] = await page.evaluate(_PLAYBACK, selector)
+    return result
+
+
+async def _frames(page: Any, selector: str, after: dict[str, Any] | None = None) -> Any:
+    now = await page.evaluate(_PLAYBACK, selector)
+    if after is None:
+        return now if now["frames"] > 0 else None
+    return now if now["frames"] > after["frames"] + 5 and now["t"] > after["t"] + 0.3 else None
+
+
+def expected_only(watch: Watch, *allowed: str) -> list[str]:
+    return [e for e in watch.errors if not any(a in e for a in allowed)]
+
+
+async def test_home_grid_without_waking_anyone_and_every_view_fits_360px(
+    make_bridge: BridgeFactory, browser: Any
+) -> None:
+    bridge = await make_bridge()
+    page, watch = await new_page(browser)
+    await page.goto(bridge.http_url)
+    cards = page.locator("#doorbells article.doorbell")
+    await until(lambda: _count(cards, 2))
+    names = await page.locator("#doorbells article h2").all_text_contents()
+    assert sorted(names) == ["Back Garden", "Front Door"]
+    await page.wait_for_selector("text=Battery 87%")  # Back Garden reports its battery
+    assert await page.locator("button", has_text="Load snapshot").count() == 2
+    await shot(page, "home")
+    # Cards wait for "Load snapshot": opening the page woke no doorbell.
+    _, streams = await get_json(bridge.http_url + "api/streams")
+    assert {s["state"] for s in streams.values()} == {"idle"}
+
+    await page.get_by_role("button", name="Load snapshot of Back Garden").click()
+    img = page.locator('article[data-stream="back-garden"] .thumb img')
+    await img.wait_for(timeout=20000)
+    assert await img.evaluate("i => i.complete && i.naturalWidth > 0")
+
+    phone, phone_watch = await new_page(browser, width=360, height=740)
+    for view in VIEWS:
+        await phone.goto(bridge.http_url + view)
+        await phone.wait_for_selector("main h1")
+        if view.startswith("#/live"):
+            await until(lambda: _transport(phone, "WebRTC"), 20)
+        await phone.wait_for_timeout(300)  # late fills (polls) land before measuring
+        width = await phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, f"{view} scrolls sideways: {width} px"
+        slug = view.strip("#/").replace("/", "-") or "home"
+        await shot(phone, f"{slug}-360")
+    for view in VIEWS[2:]:
+        await page.goto(bridge.http_url + view)
+        await page.wait_for_selector("main h1")
+        await page.wait_for_timeout(300)
+        await shot(page, view.strip("#/"))
+    assert watch.errors == []
+    assert phone_watch.errors == []
+
+
+async def _count(locator: Any, n: int) -> bool:
+    return bool(await locator.count() == n)
+
+
+async def _transport(page: Any, name: str) -> bool:
+    text = await page.text_content("#transport") or ""
+    return text.startswith(name) and "connecting" not in text
+
+
+async def test_live_view_plays_over_webrtc_on_loopback_and_ends_the_session(
+    make_bridge: BridgeFactory, browser: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.webrtc")
+    bridge = await make_bridge()
+    page, watch = await new_page(browser)
+    started = time.monotonic()
+    await page.goto(bridge.http_url + "#/live/front-door")
+    await until(lambda: _frames(page, "#live-video"), 20, step=0.02)
+    first_frame = time.monotonic() - started
+    before = await playing(page)
+    assert await page.text_content("#transport") == "WebRTC"
+    await page.wait_for_timeout(1000)
+    after = await page.evaluate(_PLAYBACK, "#live-video")
+    assert after["t"] > before["t"] + 0.5
+    assert after["frames"] > before["frames"] + 5
+    frame_a, latency = await stamp(page, "#live-video")
+    frame_b, _ = await stamp(page, "#live-video")
+    assert frame_b > frame_a  # the doorbell's own frame counter moves on screen
+    # The page's getStats: the media flows between 127.0.0.1 ports only.
+    path = await until(lambda: _path(page))
+    local, remote = (side.strip().rsplit(":", 1)[0] for side in path.split("(")[0].split("↔"))
+    assert (local, remote) == ("127.0.0.1", "127.0.0.1"), path
+    assert "ms" in (await page.text_content("#latency") or "")
+    print(
+        f"\nWebRTC: first frame {first_frame:.2f} s after navigation "
+        f"(page says: {await page.text_content('#first-frame')}); "
+        f"glass-to-glass {latency:.0f} ms; page latency: {await page.text_content('#latency')}"
+    )
+    await shot(page, "live-webrtc")
+    assert await webrtc_sessions(bridge) == 1
+
+    await page.goto(bridge.http_url + "#/")  # leaving the view ends the session
+    await page.wait_for_selector("#doorbells article")
+    await until(lambda: _no_sessions(bridge))
+    assert ended_by_viewer(caplog) == 1  # a DELETE, not the bridge noticing the peer gone
+
+    await page.goto(bridge.http_url + "#/live/front-door")
+    await until(lambda: _transport(page, "WebRTC"), 20)
+    await page.evaluate("""() => {
+        Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+        document.dispatchEvent(new Event('visibilitychange')); }""")
+    await until(lambda: _no_sessions(bridge))
+    await page.evaluate("""() => {
+        Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+        document.dispatchEvent(new Event('visibilitychange')); }""")
+    await until(lambda: _transport(page, "WebRTC"), 20)
+    assert await webrtc_sessions(bridge) == 1
+    assert ended_by_viewer(caplog) == 2
+    # pagehide: a keepalive DELETE outlives the page (Playwright does not report requests of
+    # an unloading page, so the bridge's log is the witness).
+    await page.goto("about:blank")
+    await until(lambda: _no_sessions(bridge))
+    assert ended_by_viewer(caplog) == 3
+    assert watch.errors == []
+
+
+def ended_by_viewer(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("ended (ended by the viewer)" in r.getMessage() for r in caplog.records)
+
+
+async def _path(page: Any) -> str | None:
+    text = await page.text_content("#path")
+    return text if text and "↔" in text else None
+
+
+async def _no_sessions(bridge: Bridge) -> bool:
+    return await webrtc_sessions(bridge) == 0
+
+
+async def test_falls_back_to_hls_then_mjpeg_when_blocked(
+    make_bridge: BridgeFactory, browser: Any
+) -> None:
+    bridge = await make_bridge()
+    page, watch = await new_page(browser)
+    await page.route("**/api/webrtc?*", lambda route: route.abort())
+    started = time.monotonic()
+    await page.goto(bridge.http_url + "#/live/front-door")
+    await until(lambda: _frames(page, "#live-video"), 30, step=0.05)
+    first_frame = time.monotonic() - started
+    await playing(page)
+    assert await page.text_content("#transport") == "HLS (MSE)"
+    await page.wait_for_timeout(1500)  # settle at the live edge
+    _, latency = await stamp(page, "#live-video")
+    print(
+        f"\nHLS (MSE): first frame {first_frame:.2f} s after navigation; glass-to-glass "
+        f"{latency:.0f} ms; page latency: {await page.text_content('#latency')}"
+    )
+    assert "WebRTC failed" in (await page.text_content("#attempts") or "")
+    await shot(page, "live-hls")
+
+    await page.route("**/api/stream.m3u8?*", lambda route: route.abort())
+    await page.route("**/api/hls/**", lambda route: route.abort())
+    await page.goto(bridge.http_url + "#/live/back-garden")
+    await until(lambda: _transport(page, "MJPEG"), 30)
+    assert await page.locator("#live-video").is_hidden()
+    frame_a, _ = await until(lambda: _stamp_or_none(page, "#live-mjpeg"))
+    await page.wait_for_timeout(700)
+    frame_b, latency = await stamp(page, "#live-mjpeg")
+    assert frame_b > frame_a  # the <img> keeps getting new pictures
+    print(f"MJPEG: glass-to-glass {latency:.0f} ms")
+    assert await page.get_by_role("button", name="Unmute").is_disabled()
+    await shot(page, "live-mjpeg")
+    assert expected_only(watch, "net::ERR_FAILED") == []
+
+
+async def _stamp_or_none(page: Any, selector: str) -> tuple[int, float] | None:
+    try:
+        return await stamp(page, selector)
+    except ValueError:  # no picture yet
+        return None
+
+
+async def test_doorbell_press_shows_the_banner_at_once(
+    make_bridge: BridgeFactory, world: SimWorld, browser: Any
+) -> None:
+    bridge = await make_bridge(SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET="hook-secret")
+    assert bridge.parts is not None
+    await add_webhook_triggers(
+        bridge.client,
+        bridge.parts.devices,
+        bridge.http_url + WEBHOOK_PATH.lstrip("/"),
+        secret=Secret("hook-secret"),
+    )
+    page, watch = await new_page(browser)
+    await page.goto(bridge.http_url + "#/events")
+    await page.wait_for_selector("#feed-state[data-state=open]")
+    pressed = time.monotonic()
+    await world.press("Front Door")
+    banner = page.locator("#banner")
+    await banner.wait_for(state="visible", timeout=2000)
+    print(f"\nbanner {time.monotonic() - pressed:.2f} s after the press")
+    assert "Front Door" in (await banner.text_content() or "")
+    await page.locator("#event-list li.ev-doorbell").first.wait_for(timeout=2000)
+    await shot(page, "events")
+    await banner.get_by_role("link", name="View live").click()
+    await page.wait_for_url("**#/live/front-door")
+    assert await banner.is_hidden()
+    await until(lambda: _transport(page, "WebRTC"), 20)
+    assert watch.errors == []
+
+
+async def test_clip_plays_seeks_and_deletes_after_confirmation(
+    make_bridge: BridgeFactory, browser: Any
+) -> None:
+    bridge = await make_bridge(SKYBELL_BRIDGE_RECORD_PREROLL="0")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(bridge.http_url + "api/record?src=front-door") as resp:
+            assert resp.status == 202
+        await asyncio.sleep(3)
+        async with http.post(bridge.http_url + "api/record?src=front-door&action=stop") as resp:
+            assert (await resp.json())["stopped"]
+    clip = await wait_for_clip(bridge, device="front-door")
+
+    page, watch = await new_page(browser)
+    ranges: list[str] = []
+    page.on(
+        "request",
+        lambda r: ranges.append(r.headers.get("range", "")) if "/video" in r.url else None,
+    )
+    await page.goto(bridge.http_url + "#/clips")
+    button = page.locator(f'button.clip[data-clip="{clip["id"]}"]')
+    await button.wait_for()
+    assert await page.locator(".timeline .marker").count() == 1
+    await shot(page, "clips")
+    await button.click()
+    video = page.locator("#clip-video")
+    await video.wait_for()
+    duration = await video.evaluate(
+        "v => new Promise(r => v.readyState >= 1 ? r(v.duration) : "
+        "v.addEventListener('loadedmetadata', () => r(v.duration)))"
+    )
+    assert duration > 2
+    seeked = await video.evaluate(
+        "v => new Promise(r => { v.addEventListener('seeked', () => r(v.currentTime), "
+        "{once: true}); v.currentTime = 1.5; })"
+    )
+    assert abs(seeked - 1.5) < 0.2
+    await video.evaluate("v => { v.muted = true; return v.play(); }")
+    await until(lambda: video.evaluate("v => v.currentTime > 1.8"))
+    assert any(r.startswith("bytes=") for r in ranges)  # the browser seeks by Range
+    await shot(page, "clip-player")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # Playwright awaits the coroutine
+    await page.locator("#clip-delete").click()
+    await page.wait_for_timeout(300)
+    status, _ = await get_json(bridge.http_url + f"api/clips/{clip['id']}")
+    assert status == 200  # "Cancel" kept it
+
+    messages: list[str] = []
+
+    async def accept(dialog: Any) -> None:
+        messages.append(dialog.message)
+        await dialog.accept()
+
+    page.once("dialog", accept)
+    await page.locator("#clip-delete").click()
+    await button.wait_for(state="detached")
+    assert "Front Door" in messages[0]
+    status, _ = await get_json(bridge.http_url + f"api/clips/{clip['id']}")
+    assert status == 404
+    assert await page.locator("#clip-player").is_hidden()
+    assert watch.errors == []
+
+
+async def test_login_gate_with_a_password(make_bridge: BridgeFactory, browser: Any) -> None:
+    bridge = await make_bridge(
+        SKYBELL_BRIDGE_SERVER_USERNAME="admin", SKYBELL_BRIDGE_SERVER_PASSWORD="door-2468"
+    )
+    page, watch = await new_page(browser)
+    await page.goto(bridge.http_url)
+    await page.wait_for_selector("#login-user")
+    assert await page.locator("#doorbells").count() == 0
+    refused = await page.evaluate(
+        "async () => { const r = await fetch('/api/streams'); "
+        "return [r.status, r.headers.get('WWW-Authenticate')]; }"
+    )
+    assert refused == [401, None]  # no Basic challenge: the browser's own dialog stays away
+    await shot(page, "login")
+
+    await page.get_by_label("Username").fill("admin")
+    await page.get_by_label("Password").fill("wrong")
+    await page.get_by_role("button", name="Log in").click()
+    error = page.locator("#login-error")
+    await error.wait_for(state="visible")
+    assert "Wrong username or password" in (await error.text_content() or "")
+
+    await page.get_by_label("Password").fill("door-2468")
+    await page.get_by_role("button", name="Log in").click()
+    await until(lambda: _count(page.locator("#doorbells article"), 2))
+    await page.wait_for_selector("#feed-state[data-state=open]")  # SSE with the cookie
+    (cookie,) = await page.context.cookies()
+    assert cookie["name"] == "skybell_session"
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/")
+    assert "skybell_session" not in await page.evaluate("document.cookie")
+    ok = await page.evaluate("async () => (await fetch('/api/streams')).status")
+    assert ok == 200
+
+    # API clients keep using Basic; without it they get the challenge.
+    status, _ = await get_json(bridge.http_url + "api/streams", headers=basic("admin", "door-2468"))
+    assert status == 200
+    async with aiohttp.ClientSession() as http, http.get(bridge.http_url + "api/streams") as resp:
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+    async with (
+        aiohttp.ClientSession(cookies={"skybell_session": cookie["value"]}) as http,
+        http.get(bridge.http_url + "api/streams") as resp,
+    ):
+        assert resp.status == 200
+
+    await page.get_by_role("button", name="Log out").click()
+    await page.wait_for_selector("#login-user")
+    gone = await page.evaluate("async () => (await fetch('/api/streams')).status")
+    assert gone == 401
+    async with (
+        aiohttp.ClientSession(cookies={"skybell_session": cookie["value"]}) as http,
+        http.get(bridge.http_url + "api/streams") as resp,
+    ):
+        assert resp.status == 401  # the session ended on the server, not only in the browser
+    assert expected_only(watch, "status of 401") == []
