@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-pw = pytest.importorskip("playwright.async_api")
-
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
 SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
@@ -52,6 +50,7 @@ async def browser_fixture() -> AsyncIterator[Any]:
     """A headless Chromium for one test (the event loop is per test, so is the browser)."""
     if not HAVE_CHROMIUM:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    pw = pytest.importorskip("playwright.async_api")
     async with pw.async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield chromium

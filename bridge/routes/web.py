@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -130,7 +131,7 @@ def _static_handler(path: Path) -> Handler:
 def setup(
     app: web.Application,
     *,
-    rtsp_port: int,
+    rtsp_port: int | Callable[[], int],
     rtsp_host: str = "",
     username: str = "",
     password: str | None = None,
@@ -140,6 +141,7 @@ def setup(
     """Serve the page from ``root`` at ``/``, plus ``/api/config``, ``/api/login``, ``/api/logout``.
 
     ``password`` None means auth is off; otherwise it must be the one the auth middleware uses.
+    ``rtsp_port`` may be a callable, for a listener bound to port 0 after the app is built.
     """
     auth_on = password is not None
     if auth_on:
@@ -157,8 +159,7 @@ def setup(
             {
                 "auth": auth_on,
                 "authenticated": authenticated,
-                "username_hint": bool(username),
-                "rtsp_port": rtsp_port,
+                "rtsp_port": rtsp_port() if callable(rtsp_port) else rtsp_port,
                 "rtsp_host": host,  # None: the host the page was loaded from
                 "features": {"automation": "/api/automation" in canonicals},
             },
@@ -214,12 +215,23 @@ def setup(
     mark_public(app, *(r for r in public if r is not None))
 
 
+def _too_large(size: int) -> web.HTTPException:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=_MAX_LOGIN_BODY,
+        actual_size=size,
+        text=json.dumps({"error": "the login form is too large"}),
+        content_type="application/json",
+    )
+
+
 async def _login_form(request: web.Request) -> tuple[str, str]:
     if request.content_length is not None and request.content_length > _MAX_LOGIN_BODY:
-        raise error(web.HTTPRequestEntityTooLarge, "the login form is too large")
-    body = await request.content.read(_MAX_LOGIN_BODY + 1)
-    if len(body) > _MAX_LOGIN_BODY:
-        raise error(web.HTTPRequestEntityTooLarge, "the login form is too large")
+        raise _too_large(request.content_length)
+    body = bytearray()
+    while chunk := await request.content.read(1024):
+        body += chunk
+        if len(body) > _MAX_LOGIN_BODY:  # a chunked body has no Content-Length to refuse early
+            raise _too_large(len(body))
     fields: Any
     if request.content_type == "application/json":
         try:

@@ -73,8 +73,10 @@ async function route() {
     return;
   }
   const params = { name: match && match[1], query, initial: !routed };
-  routed = true;
   cleanup = found.view.render(main, params, ctx) || null;
+  // After a route change, screen readers start at the new view's heading.
+  if (routed) main.querySelector('h1')?.focus({ preventScroll: true });
+  routed = true;
 }
 
 function showBanner(event) {
@@ -152,7 +154,9 @@ document.getElementById('logout').addEventListener('click', async () => {
   try { await api('/api/logout', { method: 'POST' }); } catch { /* gone anyway */ }
   gate();
 });
-// When the page goes away, the views end their live sessions (see views/live.js).
+// When the page goes away, the views end their live sessions (see views/live.js); a page
+// restored from the back-forward cache picks the feed up again.
 window.addEventListener('pagehide', () => feed.close());
+window.addEventListener('pageshow', (event) => { if (event.persisted && started) feed.connect(); });
 
 boot();

@@ -11,7 +11,7 @@ import { parseMedia, parseMultivariant } from './m3u8.js';
 const PLAYLIST_MS = 30000; // the first request waits while the doorbell wakes
 const FRAME_MS = 15000;
 const TARGET_BEHIND = 0.6; // seconds behind the newest part: two parts of slack
-const JUMP_BEHIND = 3.0; // further behind than this (a stall, a throttled tab): jump ahead
+const JUMP_BEHIND = 1.5; // further behind than this (the start, a stall, a hidden tab): jump
 const KEEP_BACK = 20; // seconds of played media kept in the SourceBuffer
 
 export class HlsPlayer {
@@ -55,7 +55,6 @@ export class HlsPlayer {
     this._sb = source.addSourceBuffer(mime);
     this._sb.mode = 'segments'; // timestamps come from the fragments' tfdt boxes
     const running = this._run(variant.uri, inner);
-    this.done = running;
     running.catch(() => {});
     await playMuted(this.video);
     await Promise.race([firstFrame(this.video, FRAME_MS, inner), running.then(() => {
@@ -150,16 +149,18 @@ export class HlsPlayer {
   _keepUp() {
     const { video } = this;
     const ranges = video.buffered;
-    if (!ranges.length) return;
+    if (!ranges.length || !this._sb) return;
     const last = ranges.length - 1;
     const end = ranges.end(last);
     const behind = end - video.currentTime;
     if (video.currentTime < ranges.start(last) || behind > JUMP_BEHIND) {
-      // Past a gap or far behind: seeking into buffered media is cheap with MSE (the decoder
+      // At the start (playback begins at the segment's keyframe, up to a segment behind), past
+      // a gap, or far behind: seeking into buffered media is cheap with MSE (the decoder
       // starts from the keyframe before the target), so jump instead of fast-forwarding.
       video.currentTime = Math.max(ranges.start(last), end - TARGET_BEHIND);
     } else {
-      video.playbackRate = behind > TARGET_BEHIND * 2 ? 1.1 : 1.0;
+      // A little behind: play 10 % faster until caught up (Chromium keeps the audio's pitch).
+      video.playbackRate = behind > TARGET_BEHIND * 1.5 ? 1.1 : 1.0;
     }
     const sb = this._sb;
     if (sb && !sb.updating && ranges.start(0) < video.currentTime - KEEP_BACK * 1.5) {

@@ -11,6 +11,8 @@ import { WebRtcPlayer } from '../players/webrtc.js';
 const ORDER = ['webrtc', 'hls', 'mjpeg'];
 const STATS_MS = 1000;
 const MAX_RETRIES = 3;
+const STALL_TICKS = 10; // stats ticks without a new video frame before reconnecting
+const SETTLED_TICKS = 60; // a minute of playing forgives earlier reconnects
 
 export function render(root, params, ctx) {
   const name = params.name;
@@ -63,6 +65,9 @@ export function render(root, params, ctx) {
   let recording = false;
   let retries = 0;
   let gone = false;
+  let lastFrames = -1;
+  let stalled = 0;
+  let settled = 0;
   // Opened as the page's first view: count from navigation start (performance.now() is 0
   // there); otherwise from opening the view.
   const openedAt = params.initial ? 0 : performance.now();
@@ -128,10 +133,23 @@ export function render(root, params, ctx) {
     fill(transport, 'none');
   }
 
+  /** Whether the video has shown no new frame for a while (a connection that went quiet). */
+  function frozen(current) {
+    if (current instanceof MjpegPlayer || !video.getVideoPlaybackQuality) return false;
+    const frames = video.getVideoPlaybackQuality().totalVideoFrames;
+    stalled = frames === lastFrames ? stalled + 1 : 0;
+    lastFrames = frames;
+    return stalled >= STALL_TICKS;
+  }
+
   async function updateStats() {
     const current = player;
     if (!current) return;
-    if (!current.healthy) {
+    settled += 1;
+    if (settled >= SETTLED_TICKS) retries = 0;
+    if (!current.healthy || frozen(current)) {
+      stalled = 0;
+      settled = 0;
       if (retries >= MAX_RETRIES) {
         note(`${current.name} stopped; not retrying again (press Reconnect)`);
         stopPlayer();
@@ -245,9 +263,11 @@ export function render(root, params, ctx) {
 
   // fetch(keepalive) outlives the page, which sendBeacon would too, but only fetch can DELETE.
   function onPageHide() { stopPlayer({ keepalive: true }); }
+  function onPageShow(event) { if (event.persisted && !player) { retries = 0; connect(); } }
 
   document.addEventListener('visibilitychange', onVisibility);
   window.addEventListener('pagehide', onPageHide);
+  window.addEventListener('pageshow', onPageShow);
   loadState();
   if (document.visibilityState !== 'hidden') connect();
   else overlay.textContent = 'Paused while the page is hidden.';
@@ -256,6 +276,7 @@ export function render(root, params, ctx) {
     gone = true;
     document.removeEventListener('visibilitychange', onVisibility);
     window.removeEventListener('pagehide', onPageHide);
+    window.removeEventListener('pageshow', onPageShow);
     stopPlayer();
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
   };

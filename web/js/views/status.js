@@ -12,7 +12,7 @@ export function render(root, _params, ctx) {
   const grid = h('div', { class: 'grid wide', id: 'stream-status' });
   const recordings = h('div', { id: 'recordings' });
   const sources = h('div', { id: 'event-sources' });
-  const errors = h('ol', { class: 'errors', id: 'recent-errors' });
+  const errors = h('div', { id: 'recent-errors' });
   const automation = h('section', { id: 'automation', hidden: true, 'aria-labelledby': 'automation-h' });
   root.append(
     h('h1', { tabindex: '-1' }, 'Status'),
@@ -46,7 +46,9 @@ export function render(root, _params, ctx) {
     fill(recordings, recordingList(active));
     fill(sources, sourceFacts(stats));
     drawAutomation(rules);
-    fill(errors, seenErrors.length ? seenErrors.map((e) => h('li', {}, `${fmtTime(e.at)} ${e.name}: ${e.error}`)) : h('li', { class: 'muted' }, 'None.'));
+    fill(errors, seenErrors.length
+      ? h('ol', { class: 'errors' }, seenErrors.map((e) => h('li', {}, `${fmtTime(e.at)} ${e.name}: ${e.error}`)))
+      : h('p', { class: 'muted' }, 'None.'));
     timer = setTimeout(poll, POLL_MS);
   }
 
