@@ -101,6 +101,11 @@ async def test_home_grid_without_waking_anyone_and_every_view_fits_360px(
     await page.wait_for_selector("text=Battery 87%")  # Back Garden reports its battery
     assert await page.locator("button", has_text="Load snapshot").count() == 2
     await shot(page, "home")
+    # Keyboard: the first Tab reaches the skip link, which moves focus without routing away.
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.className") == "skip"
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("[document.activeElement.id, location.hash]") == ["view", ""]
     # Cards wait for "Load snapshot": opening the page woke no doorbell.
     _, streams = await get_json(bridge.http_url + "api/streams")
     assert {s["state"] for s in streams.values()} == {"idle"}
@@ -172,6 +177,10 @@ async def test_live_view_plays_over_webrtc_on_loopback_and_ends_the_session(
         f"(page says: {await page.text_content('#first-frame')}); "
         f"glass-to-glass {latency:.0f} ms; page latency: {await page.text_content('#latency')}"
     )
+    unmute = page.get_by_role("button", name="Unmute")
+    await unmute.click()  # muted by default, sound on request
+    assert await page.evaluate("document.querySelector('#live-video').muted") is False
+    assert await page.get_by_role("button", name="Mute").get_attribute("aria-pressed") == "true"
     await shot(page, "live-webrtc")
     assert await webrtc_sessions(bridge) == 1
     async with page.expect_download() as saving:
@@ -400,6 +409,8 @@ async def test_login_gate_with_a_password(make_bridge: BridgeFactory, browser: A
     assert "skybell_session" not in await page.evaluate("document.cookie")
     ok = await page.evaluate("async () => (await fetch('/api/streams')).status")
     assert ok == 200
+    stop = "async () => (await fetch('/api/record?src=front-door&action=stop', {method: 'POST'})).status"
+    assert await page.evaluate(stop) == 200  # a change from the page itself (with its Origin)
 
     # API clients keep using Basic; without it they get the challenge.
     status, _ = await get_json(bridge.http_url + "api/streams", headers=basic("admin", "door-2468"))
@@ -456,6 +467,7 @@ async def page_client(
         return web.json_response({"secret": SECRET})
 
     app.router.add_get("/api/secret", secret)
+    app.router.add_post("/api/secret", secret)
     web_page.setup(
         app,
         rtsp_port=8554,
@@ -544,6 +556,8 @@ async def test_login_sets_a_session_cookie_and_basic_still_works(
         "features": {"automation": False},
     }
     assert (await client.get("/api/secret", headers=basic("admin", "pw-1357"))).status == 200
+    cross = {**basic("admin", "pw-1357"), "Origin": "http://example.net"}
+    assert (await client.post("/api/secret", headers=cross)).status == 403
     config = await (await client.get("/api/config", headers=basic("admin", "pw-1357"))).json()
     assert config["authenticated"] is True
 
@@ -558,6 +572,10 @@ async def test_login_sets_a_session_cookie_and_basic_still_works(
     token = resp.cookies["skybell_session"].value
     assert (await client.get("/api/secret")).status == 200  # the jar sends the cookie
     assert (await (await client.get("/api/config")).json())["authenticated"] is True
+
+    elsewhere = {"Origin": "http://127.0.0.1:8123"}  # another program's page on this host
+    assert (await client.post("/api/secret", headers=elsewhere)).status == 403
+    assert (await client.get("/api/secret", headers=elsewhere)).status == 200
 
     assert (await client.post("/api/logout")).status == 200
     resp = await client.get("/api/secret", cookies={"skybell_session": token})

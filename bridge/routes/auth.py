@@ -4,7 +4,9 @@ NVRs, ffmpeg and Home Assistant all speak Basic. The browser page logs in once i
 (``POST /api/login``, see ``bridge.routes.web``) and gets a session cookie: a random token kept
 here, server-side, with an expiry. Routes that carry their own credential (the SkyBell webhook's
 shared secret) are listed in ``open_paths``; resources marked with ``mark_public`` (the page's
-static files, the login endpoints) need no credential either.
+static files, the login endpoints) need no credential either. A credentialed POST or DELETE
+that a browser sends from a page of another origin is refused (403), whichever credential
+the browser attached.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -143,6 +146,18 @@ def _from_our_page(request: web.Request) -> bool:
     return request.headers.get("Sec-Fetch-Site") == "same-origin" or COOKIE_NAME in request.cookies
 
 
+def _same_origin_write(request: web.Request) -> bool:
+    # Browsers attach credentials they hold for the bridge to requests other pages make: cached
+    # Basic credentials go anywhere, and SameSite=Strict keeps the cookie only off other
+    # *sites*, while a page served by another program on this host (another port) is the same
+    # site. Browsers send Origin on every POST/DELETE, so a change must come from a page of
+    # this very host and port; API clients (ffmpeg, Home Assistant) send no Origin at all.
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return True
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
+
+
 def basic_auth_middleware(
     username: str, password: str, *, realm: str = "skybell-bridge", open_paths: Iterable[str] = ()
 ) -> Middleware:
@@ -161,6 +176,11 @@ def basic_auth_middleware(
             return await handler(request)
         given = parse_basic(request.headers.get("Authorization", ""))
         if credentials_match(given, username, password) or has_valid_session(request):
+            if not _same_origin_write(request):
+                raise web.HTTPForbidden(
+                    text='{"error": "cross-origin request refused"}',
+                    content_type="application/json",
+                )
             return await handler(request)
         _LOGGER.info(
             "refused %s %s from %s: bad credentials", request.method, request.path, request.remote

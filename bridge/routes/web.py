@@ -93,7 +93,8 @@ class _Failures:
         return times[0] + _FAILURE_WINDOW - now
 
     def add(self, who: str) -> None:
-        self._recent(who, time.monotonic()).append(time.monotonic())
+        now = time.monotonic()
+        self._recent(who, now).append(now)
         if len(self._times) > 10_000:  # many addresses: forget the oldest entries
             self._times.pop(next(iter(self._times)))
 

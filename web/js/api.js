@@ -23,7 +23,7 @@ export async function api(path, { method = 'GET', json, body, headers = {}, sign
   if (!response.ok) {
     let detail = null;
     try { detail = await response.json(); } catch { detail = null; }
-    if (response.status === 401 && !path.startsWith('/api/login')) {
+    if (response.status === 401 && !path.startsWith('api/login')) {
       window.dispatchEvent(new CustomEvent('skybell:unauthorized'));
     }
     const message = (detail && detail.error) || `${response.status} ${response.statusText}`;
@@ -32,6 +32,12 @@ export async function api(path, { method = 'GET', json, body, headers = {}, sign
   if (raw) return response;
   const type = response.headers.get('Content-Type') || '';
   return type.includes('json') ? response.json() : response.text();
+}
+
+/** A URL the bridge gives as "/api/..." made relative to the page, so a path prefix added
+ *  by a reverse proxy is kept. */
+export function relative(url) {
+  return typeof url === 'string' ? url.replace(/^\/+/, '') : url;
 }
 
 /** `path` with a query string built from an object (empty values left out). */
@@ -45,15 +51,15 @@ export function withQuery(path, params) {
 }
 
 export const streamUrl = {
-  snapshot: (src) => withQuery('/api/frame.jpeg', { src }),
-  mjpeg: (src) => withQuery('/api/stream.mjpeg', { src }),
-  hls: (src) => withQuery('/api/stream.m3u8', { src }),
-  webrtc: (src) => withQuery('/api/webrtc', { src }),
+  snapshot: (src) => withQuery('api/frame.jpeg', { src }),
+  mjpeg: (src) => withQuery('api/stream.mjpeg', { src }),
+  hls: (src) => withQuery('api/stream.m3u8', { src }),
+  webrtc: (src) => withQuery('api/webrtc', { src }),
 };
 
 /** The streams keyed by name, as /api/streams gives them. */
 export function streams(signal) {
-  return api('/api/streams', { signal });
+  return api('api/streams', { signal });
 }
 
 /** The display name of a stream entry. */

@@ -15,7 +15,7 @@ export class EventFeed extends EventTarget {
 
   connect() {
     this.close();
-    const source = new EventSource('/api/events/stream');
+    const source = new EventSource('api/events/stream');
     this._source = source;
     this._set('connecting');
     source.addEventListener('open', () => this._set('open'));

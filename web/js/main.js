@@ -41,8 +41,9 @@ let started = false;
 let routed = false; // whether a view was shown before (timings count from page load if not)
 
 function parseHash() {
-  const raw = decodeURIComponent(window.location.hash.replace(/^#/, ''));
-  const [path, query = ''] = raw.split('?');
+  const [rawPath, query = ''] = window.location.hash.replace(/^#/, '').split('?');
+  let path = rawPath;
+  try { path = decodeURIComponent(rawPath); } catch { /* a stray %: keep it as typed */ }
   return { path: path || '/', query: new URLSearchParams(query) };
 }
 
@@ -53,7 +54,7 @@ function unmount() {
   cleanup = null;
 }
 
-async function route() {
+function route() {
   unmount();
   const { path, query } = parseHash();
   let match = null;
@@ -107,7 +108,7 @@ function showFeedState(state) {
 
 async function checkSession() {
   try {
-    ctx.config = await api('/api/config');
+    ctx.config = await api('api/config');
   } catch {
     return true; // the bridge is unreachable: keep the page; the feed retries
   }
@@ -150,8 +151,13 @@ feed.addEventListener('event', (e) => {
   if (e.detail.type === 'doorbell') showBanner(e.detail);
 });
 window.addEventListener('skybell:unauthorized', () => { checkSession(); });
+// The skip link must not change the hash: that is the router's.
+document.querySelector('.skip').addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
+});
 document.getElementById('logout').addEventListener('click', async () => {
-  try { await api('/api/logout', { method: 'POST' }); } catch { /* gone anyway */ }
+  try { await api('api/logout', { method: 'POST' }); } catch { /* gone anyway */ }
   gate();
 });
 // When the page goes away, the views end their live sessions (see views/live.js); a page

@@ -23,6 +23,7 @@ export class HlsPlayer {
     this.hasAudio = false;
     this._controller = null;
     this._objectUrl = null;
+    this._source = null;
     this._sb = null;
     this._lastAppend = 0;
   }
@@ -37,6 +38,7 @@ export class HlsPlayer {
     if (!mse && this.video.canPlayType('application/vnd.apple.mpegurl')) {
       this.mode = 'native';
       this.video.src = multivariant;
+      this._source = this.video.src;
       await playMuted(this.video);
       await firstFrame(this.video, FRAME_MS, inner);
       return;
@@ -51,6 +53,7 @@ export class HlsPlayer {
     this._objectUrl = URL.createObjectURL(source);
     this.video.disableRemotePlayback = true; // ManagedMediaSource insists on it
     this.video.src = this._objectUrl;
+    this._source = this.video.src;
     await new Promise((resolve) => source.addEventListener('sourceopen', resolve, { once: true }));
     this._sb = source.addSourceBuffer(mime);
     this._sb.mode = 'segments'; // timestamps come from the fragments' tfdt boxes
@@ -188,10 +191,14 @@ export class HlsPlayer {
     if (this._controller) this._controller.abort();
     this._controller = null;
     this._sb = null;
-    this.video.removeAttribute('src');
-    this.video.load();
+    // Only our own source: a newer player may already own the element.
+    if (this._source && this.video.src === this._source) {
+      this.video.removeAttribute('src');
+      this.video.load();
+    }
     if (this._objectUrl) URL.revokeObjectURL(this._objectUrl);
     this._objectUrl = null;
+    this._source = null;
   }
 }
 

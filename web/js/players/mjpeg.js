@@ -13,6 +13,7 @@ export class MjpegPlayer {
     this.src = src;
     this.hasAudio = false;
     this._ok = false;
+    this._url = null;
   }
 
   start(signal) {
@@ -31,7 +32,8 @@ export class MjpegPlayer {
       img.addEventListener('load', onLoad);
       img.addEventListener('error', onError);
       signal.addEventListener('abort', onAbort);
-      img.src = `${streamUrl.mjpeg(this.src)}&t=${Date.now()}`;
+      img.src = `${streamUrl.mjpeg(this.src)}&t=${Date.now()}`; // never a cached response
+      this._url = img.src;
     });
   }
 
@@ -47,7 +49,8 @@ export class MjpegPlayer {
   stop() {
     this._ok = false;
     // Dropping the src makes the browser close the multipart response, which frees the
-    // bridge's decoder for this viewer.
-    this.img.removeAttribute('src');
+    // bridge's decoder for this viewer. Only our own: a newer player may own the element.
+    if (this._url && this.img.src === this._url) this.img.removeAttribute('src');
+    this._url = null;
   }
 }

@@ -18,7 +18,7 @@ export class WebRtcPlayer {
     this.location = null;
     this.hasAudio = false;
     this._prev = null;
-    this._latency = null;
+    this._media = null;
   }
 
   async start(signal) {
@@ -27,6 +27,7 @@ export class WebRtcPlayer {
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
     const media = new MediaStream();
+    this._media = media;
     pc.addEventListener('track', (event) => {
       media.addTrack(event.track);
       if (event.track.kind === 'audio') this.hasAudio = true;
@@ -49,10 +50,15 @@ export class WebRtcPlayer {
       try { reason = (await response.json()).error || reason; } catch { /* not JSON */ }
       throw new PlayerError(`the bridge refused the offer: ${reason}`);
     }
+    // The session's id is the Location's last part; the page's own relative path to it
+    // still works behind a reverse proxy that serves the bridge under a prefix.
     const location = response.headers.get('Location');
-    this.location = location ? new URL(location, window.location.href).pathname : null;
+    this.location = location ? `api/webrtc/session/${encodeURIComponent(location.split('/').pop())}` : null;
     const answer = await response.text();
-    if (signal.aborted) throw new DOMException('stopped', 'AbortError');
+    if (signal.aborted) {
+      this.stop(); // stopped while the offer was out: end the session the bridge just made
+      throw new DOMException('stopped', 'AbortError');
+    }
     await pc.setRemoteDescription({ type: 'answer', sdp: answer });
     this.video.srcObject = media;
     await playMuted(this.video);
@@ -122,7 +128,8 @@ export class WebRtcPlayer {
   stop({ keepalive = false } = {}) {
     const { pc } = this;
     this.pc = null;
-    this.video.srcObject = null;
+    // Only our own picture: a newer player may already own the element.
+    if (this._media && this.video.srcObject === this._media) this.video.srcObject = null;
     if (!this.location) {
       if (pc) pc.close();
       return;

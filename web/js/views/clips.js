@@ -1,7 +1,7 @@
 // Clips: a 24-hour timeline per day with thumbnails, filters, and a player that seeks (the
 // bridge answers HTTP Range requests), download and delete.
 
-import { api, streams, withQuery } from '../api.js';
+import { api, relative, streams, withQuery } from '../api.js';
 import { eventLabel, fill, fmtBytes, fmtDay, fmtDuration, fmtTime, h, toast } from '../dom.js';
 
 const PAGE = 100;
@@ -45,7 +45,7 @@ export function render(root, params, ctx) {
     if (reset) { clips = []; cursor = null; }
     status.textContent = 'Loading…';
     try {
-      const page = await api(withQuery('/api/clips', {
+      const page = await api(withQuery('api/clips', {
         device: device.value, event: event.value, source: source.value, limit: PAGE, cursor,
       }));
       if (gone) return;
@@ -96,7 +96,7 @@ export function render(root, params, ctx) {
       h('button', { type: 'button', class: 'clip', dataset: { clip: clip.id }, onclick: () => select(clip),
         'aria-label': `${eventLabel(clip.event)} at ${ctx.label(clip.device)}, ${fmtTime(new Date(clip.start * 1000))}` },
       clip.thumbnail_url
-        ? h('img', { src: clip.thumbnail_url, alt: '', loading: 'lazy', width: 160, height: 90 })
+        ? h('img', { src: relative(clip.thumbnail_url), alt: '', loading: 'lazy', width: 160, height: 90 })
         : h('span', { class: 'no-thumb', 'aria-hidden': 'true' }, 'no picture'),
       h('span', { class: 'clip-time' }, fmtTime(new Date(clip.start * 1000))),
       h('span', { class: 'clip-what' }, `${eventLabel(clip.event)} · ${ctx.label(clip.device)}`),
@@ -109,7 +109,7 @@ export function render(root, params, ctx) {
   function select(clip) {
     selected = clip;
     const when = new Date(clip.start * 1000);
-    const video = h('video', { id: 'clip-video', controls: true, preload: 'metadata', playsinline: true, src: clip.video_url,
+    const video = h('video', { id: 'clip-video', controls: true, preload: 'metadata', playsinline: true, src: relative(clip.video_url),
       'aria-label': `${eventLabel(clip.event)} at ${ctx.label(clip.device)}, ${when.toLocaleString()}` });
     const remove = h('button', { type: 'button', class: 'danger', id: 'clip-delete' }, 'Delete');
     remove.addEventListener('click', () => removeClip(clip));
@@ -121,7 +121,7 @@ export function render(root, params, ctx) {
         clip.source === 'cloud' ? ' · from the SkyBell cloud archive' : '',
         clip.preroll ? ` · includes ${clip.preroll.toFixed(1)} s before the event` : ''),
       h('div', { class: 'controls' },
-        h('a', { class: 'button', href: clip.video_url, download: `${clip.device}-${clip.start_iso.replace(/[:.]/g, '-')}.mp4` }, 'Download'),
+        h('a', { class: 'button', href: relative(clip.video_url), download: `${clip.device}-${clip.start_iso.replace(/[:.]/g, '-')}.mp4` }, 'Download'),
         remove,
         h('button', { type: 'button', onclick: closePlayer }, 'Close')));
     player.hidden = false;
@@ -140,7 +140,7 @@ export function render(root, params, ctx) {
     const when = new Date(clip.start * 1000).toLocaleString();
     if (!window.confirm(`Delete the clip of ${ctx.label(clip.device)} from ${when}? This cannot be undone.`)) return;
     try {
-      await api(`/api/clips/${clip.id}`, { method: 'DELETE' });
+      await api(`api/clips/${clip.id}`, { method: 'DELETE' });
     } catch (err) {
       toast(`Could not delete: ${err.message}`, 'error');
       return;

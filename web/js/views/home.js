@@ -24,7 +24,7 @@ export function render(root, _params, ctx) {
 
   async function loadEvents() {
     try {
-      const page = await api('/api/events?limit=200');
+      const page = await api('api/events?limit=200');
       for (const event of page.events.slice().reverse()) remember(event);
     } catch { /* the log may be off: cards just show no last event */ }
   }

@@ -105,8 +105,8 @@ export function render(root, params, ctx) {
       try {
         await next.start(mine.signal);
       } catch (err) {
+        if (mine.signal.aborted || gone) return; // stopPlayer() already stopped it
         next.stop();
-        if (mine.signal.aborted || gone) return;
         note(`${next.name} failed: ${err.message}`);
         continue;
       }
@@ -219,11 +219,11 @@ export function render(root, params, ctx) {
     record.disabled = true;
     try {
       if (!recording) {
-        await api(`/api/record?src=${encodeURIComponent(name)}`, { method: 'POST' });
+        await api(`api/record?src=${encodeURIComponent(name)}`, { method: 'POST' });
         showRecording(true);
         toast('Recording started');
       } else {
-        const result = await api(`/api/record?src=${encodeURIComponent(name)}&action=stop`, { method: 'POST' });
+        const result = await api(`api/record?src=${encodeURIComponent(name)}&action=stop`, { method: 'POST' });
         showRecording(false);
         toast(result.stopped ? 'Recording saved; see Clips' : 'Nothing was recording');
       }
@@ -236,7 +236,7 @@ export function render(root, params, ctx) {
 
   async function loadState() {
     try {
-      const [all, active] = await Promise.all([streams(), api('/api/record')]);
+      const [all, active] = await Promise.all([streams(), api('api/record')]);
       const info = all[name];
       if (!info) {
         stopPlayer();

@@ -19,7 +19,7 @@ export function render(root, ctx, onSuccess) {
     submit.disabled = true;
     error.hidden = true;
     try {
-      await api('/api/login', { method: 'POST', json: { username: user.value, password: password.value } });
+      await api('api/login', { method: 'POST', json: { username: user.value, password: password.value } });
       onSuccess();
     } catch (err) {
       error.textContent = err instanceof HttpError && err.status === 401

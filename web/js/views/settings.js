@@ -11,15 +11,16 @@ export function render(root, _params, ctx) {
     body);
   let gone = false;
 
-  Promise.all([api('/api/config'), streams()]).then(([config, all]) => {
+  Promise.all([api('api/config'), streams()]).then(([config, all]) => {
     if (gone) return;
     ctx.config = config;
-    const page = window.location;
-    const http = `${page.protocol}//${page.host}`;
-    const rtspHost = config.rtsp_host || page.hostname;
+    // The page's own folder, so a reverse proxy's path prefix stays in every URL.
+    const base = new URL('.', window.location.href);
+    const http = base.href.replace(/\/$/, '');
+    const rtspHost = config.rtsp_host || base.hostname.replace(/^\[|\]$/g, '');
     const rtspAuthority = `${rtspHost.includes(':') ? `[${rtspHost}]` : rtspHost}:${config.rtsp_port}`;
     const credentials = config.auth ? 'USER:PASSWORD@' : '';
-    const httpWithCredentials = config.auth ? `${page.protocol}//USER:PASSWORD@${page.host}` : http;
+    const httpWithCredentials = config.auth ? http.replace('//', `//${credentials}`) : http;
     const sections = Object.entries(all).map(([name, info]) => {
       const q = encodeURIComponent(name);
       const urls = [

@@ -32,10 +32,10 @@ export function render(root, _params, ctx) {
   async function poll() {
     const automationOn = ctx.config && ctx.config.features && ctx.config.features.automation;
     const [all, active, stats, rules] = await Promise.all([
-      api('/api/streams').catch((err) => ({ __error: err })),
-      api('/api/record').catch(() => null),
-      api('/api/events/stats').catch(() => null),
-      automationOn ? api('/api/automation').catch(() => null) : null,
+      api('api/streams').catch((err) => ({ __error: err })),
+      api('api/record').catch(() => null),
+      api('api/events/stats').catch(() => null),
+      automationOn ? api('api/automation').catch(() => null) : null,
     ]);
     if (gone) return;
     if (all.__error) {
