@@ -8,7 +8,6 @@ the doorbell banner, clips that seek, the login gate, and a layout that fits a p
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -25,66 +23,34 @@ from bridge.redact import Secret
 from bridge.routes import web as web_page
 from bridge.routes.auth import SessionStore, basic_auth_middleware
 from bridge.service import Bridge
-from bridge.sim.picture import read_stamp
 from bridge.sim.world import SimWorld
 from bridge.skybell.triggers import WEBHOOK_PATH, add_webhook_triggers
 
 from .conftest import FakeClock
 from .serve_util import BridgeFactory, basic, get_json
 from .test_clips_api import wait_for_clip
-from .web_util import Watch, browser_fixture, new_page, shot, until  # noqa: F401 - a fixture
+from .web_util import (  # noqa: F401 - browser_fixture is a fixture
+    PLAYBACK,
+    browser_fixture,
+    count_is,
+    expected_only,
+    frames,
+    new_page,
+    playing,
+    shot,
+    stamp,
+    stamp_or_none,
+    transport_is,
+    until,
+)
 
 VIEWS = ["#/", "#/live/front-door", "#/clips", "#/events", "#/status", "#/settings"]
-
-# Frame counters of a <video> or <img>, and the stamp the simulated doorbell burns into each
-# picture (top rows only), read back through a canvas at the picture's own size.
-_PLAYBACK = """sel => { const v = document.querySelector(sel);
-  return v ? {t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames} : {t: 0, frames: 0}; }"""
-_STAMP = """async sel => {
-  const el = document.querySelector(sel);
-  if (el.requestVideoFrameCallback) await new Promise(r => el.requestVideoFrameCallback(r));
-  const w = el.videoWidth || el.naturalWidth, rows = 64;
-  const c = document.createElement('canvas'); c.width = w; c.height = rows;
-  const g = c.getContext('2d', {willReadFrequently: true}); g.drawImage(el, 0, 0);
-  const now = Date.now(), d = g.getImageData(0, 0, w, rows).data;
-  let s = ''; for (let i = 0; i < d.length; i += 4) s += String.fromCharCode((d[i] + d[i+1] + d[i+2]) / 3);
-  return {w, rows, now, gray: btoa(s)}; }"""
-
-
-async def stamp(page: Any, selector: str) -> tuple[int, float]:
-    """(frame number, glass-to-glass latency in ms) of the picture on screen now."""
-    got = await page.evaluate(_STAMP, selector)
-    gray = np.frombuffer(base64.b64decode(got["gray"]), dtype=np.uint8)
-    frame, captured_ms = read_stamp(gray.reshape(got["rows"], got["w"]))
-    return frame, got["now"] - captured_ms
 
 
 async def webrtc_sessions(bridge: Bridge, name: str = "front-door") -> int:
     _, body = await get_json(bridge.http_url + f"api/streams?src={name}")
     sessions: int = body["webrtc"]["sessions"]
     return sessions
-
-
-async def playing(page: Any, selector: str = "#live-video") -> dict[str, Any]:
-    """Wait until the video decodes frames and its clock moves on; its playback numbers."""
-    first = await until(lambda: _frames(page, selector), 20)
-    await until(
-        lambda: _frames(page, selector, after=first),
-        10,
-    )
-    result: dict[str, Any] = await page.evaluate(_PLAYBACK, selector)
-    return result
-
-
-async def _frames(page: Any, selector: str, after: dict[str, Any] | None = None) -> Any:
-    now = await page.evaluate(_PLAYBACK, selector)
-    if after is None:
-        return now if now["frames"] > 0 else None
-    return now if now["frames"] > after["frames"] + 5 and now["t"] > after["t"] + 0.3 else None
-
-
-def expected_only(watch: Watch, *allowed: str) -> list[str]:
-    return [e for e in watch.errors if not any(a in e for a in allowed)]
 
 
 @pytest.mark.slow
@@ -95,7 +61,7 @@ async def test_home_grid_without_waking_anyone_and_every_view_fits_360px(
     page, watch = await new_page(browser)
     await page.goto(bridge.http_url)
     cards = page.locator("#doorbells article.doorbell")
-    await until(lambda: _count(cards, 2))
+    await until(lambda: count_is(cards, 2))
     names = await page.locator("#doorbells article h2").all_text_contents()
     assert sorted(names) == ["Back Garden", "Front Door"]
     await page.wait_for_selector("text=Battery 87%")  # Back Garden reports its battery
@@ -120,7 +86,7 @@ async def test_home_grid_without_waking_anyone_and_every_view_fits_360px(
         await phone.goto(bridge.http_url + view)
         await phone.wait_for_selector("main h1")
         if view.startswith("#/live"):
-            await until(lambda: _transport(phone, "WebRTC"), 20)
+            await until(lambda: transport_is(phone, "WebRTC"), 20)
         await phone.wait_for_timeout(300)  # late fills (polls) land before measuring
         width = await phone.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, f"{view} scrolls sideways: {width} px"
@@ -138,15 +104,6 @@ async def test_home_grid_without_waking_anyone_and_every_view_fits_360px(
     assert phone_watch.errors == []
 
 
-async def _count(locator: Any, n: int) -> bool:
-    return bool(await locator.count() == n)
-
-
-async def _transport(page: Any, name: str) -> bool:
-    text = await page.text_content("#transport") or ""
-    return text.startswith(name) and "connecting" not in text
-
-
 @pytest.mark.slow
 async def test_live_view_plays_over_webrtc_on_loopback_and_ends_the_session(
     make_bridge: BridgeFactory, browser: Any, caplog: pytest.LogCaptureFixture
@@ -156,12 +113,12 @@ async def test_live_view_plays_over_webrtc_on_loopback_and_ends_the_session(
     page, watch = await new_page(browser)
     started = time.monotonic()
     await page.goto(bridge.http_url + "#/live/front-door")
-    await until(lambda: _frames(page, "#live-video"), 20, step=0.02)
+    await until(lambda: frames(page, "#live-video"), 20, step=0.02)
     first_frame = time.monotonic() - started
     before = await playing(page)
     assert await page.text_content("#transport") == "WebRTC"
     await page.wait_for_timeout(1000)
-    after = await page.evaluate(_PLAYBACK, "#live-video")
+    after = await page.evaluate(PLAYBACK, "#live-video")
     assert after["t"] > before["t"] + 0.5
     assert after["frames"] > before["frames"] + 5
     frame_a, latency = await stamp(page, "#live-video")
@@ -196,7 +153,7 @@ async def test_live_view_plays_over_webrtc_on_loopback_and_ends_the_session(
     assert ended_by_viewer(caplog) == 1  # a DELETE, not the bridge noticing the peer gone
 
     await page.goto(bridge.http_url + "#/live/front-door")
-    await until(lambda: _transport(page, "WebRTC"), 20)
+    await until(lambda: transport_is(page, "WebRTC"), 20)
     await page.evaluate("""() => {
         Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
         document.dispatchEvent(new Event('visibilitychange')); }""")
@@ -204,7 +161,7 @@ async def test_live_view_plays_over_webrtc_on_loopback_and_ends_the_session(
     await page.evaluate("""() => {
         Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
         document.dispatchEvent(new Event('visibilitychange')); }""")
-    await until(lambda: _transport(page, "WebRTC"), 20)
+    await until(lambda: transport_is(page, "WebRTC"), 20)
     assert await webrtc_sessions(bridge) == 1
     assert ended_by_viewer(caplog) == 2
     # pagehide: a keepalive DELETE outlives the page (Playwright does not report requests of
@@ -237,7 +194,7 @@ async def test_falls_back_to_hls_then_mjpeg_when_blocked(
     await page.route("**/api/webrtc?*", lambda route: route.abort())
     started = time.monotonic()
     await page.goto(bridge.http_url + "#/live/front-door")
-    await until(lambda: _frames(page, "#live-video"), 30, step=0.05)
+    await until(lambda: frames(page, "#live-video"), 30, step=0.05)
     first_frame = time.monotonic() - started
     await playing(page)
     assert await page.text_content("#transport") == "HLS (MSE)"
@@ -253,9 +210,9 @@ async def test_falls_back_to_hls_then_mjpeg_when_blocked(
     await page.route("**/api/stream.m3u8?*", lambda route: route.abort())
     await page.route("**/api/hls/**", lambda route: route.abort())
     await page.goto(bridge.http_url + "#/live/back-garden")
-    await until(lambda: _transport(page, "MJPEG"), 30)
+    await until(lambda: transport_is(page, "MJPEG"), 30)
     assert await page.locator("#live-video").is_hidden()
-    frame_a, _ = await until(lambda: _stamp_or_none(page, "#live-mjpeg"))
+    frame_a, _ = await until(lambda: stamp_or_none(page, "#live-mjpeg"))
     await page.wait_for_timeout(700)
     frame_b, latency = await stamp(page, "#live-mjpeg")
     assert frame_b > frame_a  # the <img> keeps getting new pictures
@@ -263,13 +220,6 @@ async def test_falls_back_to_hls_then_mjpeg_when_blocked(
     assert await page.get_by_role("button", name="Unmute").is_disabled()
     await shot(page, "live-mjpeg")
     assert expected_only(watch, "net::ERR_FAILED") == []
-
-
-async def _stamp_or_none(page: Any, selector: str) -> tuple[int, float] | None:
-    try:
-        return await stamp(page, selector)
-    except ValueError:  # no picture yet
-        return None
 
 
 @pytest.mark.slow
@@ -305,7 +255,7 @@ async def test_doorbell_press_shows_the_banner_at_once(
     await banner.get_by_role("link", name="View live").click()
     await page.wait_for_url("**#/live/front-door")
     assert await banner.is_hidden()
-    await until(lambda: _transport(page, "WebRTC"), 20)
+    await until(lambda: transport_is(page, "WebRTC"), 20)
     assert watch.errors == []
 
 
@@ -316,7 +266,7 @@ async def test_clip_plays_seeks_and_deletes_after_confirmation(
     bridge = await make_bridge(SKYBELL_BRIDGE_RECORD_PREROLL="0")
     page, watch = await new_page(browser)
     await page.goto(bridge.http_url + "#/live/front-door")
-    await until(lambda: _transport(page, "WebRTC"), 20)
+    await until(lambda: transport_is(page, "WebRTC"), 20)
     await page.get_by_role("button", name="Record now").click()
     stop = page.get_by_role("button", name="Stop recording")
     await stop.wait_for()
@@ -401,7 +351,7 @@ async def test_login_gate_with_a_password(make_bridge: BridgeFactory, browser: A
 
     await page.get_by_label("Password").fill("door-2468")
     await page.get_by_role("button", name="Log in").click()
-    await until(lambda: _count(page.locator("#doorbells article"), 2))
+    await until(lambda: count_is(page.locator("#doorbells article"), 2))
     await page.wait_for_selector("#feed-state[data-state=open]")  # SSE with the cookie
     (cookie,) = await page.context.cookies()
     assert cookie["name"] == "skybell_session"

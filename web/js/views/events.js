@@ -32,7 +32,7 @@ export function render(root, params, ctx) {
   async function load(reset) {
     const offset = reset ? 0 : nextOffset || 0;
     try {
-      const page = await api(withQuery('api/events', { device: device.value, type: type.value, limit: reset ? Math.max(PAGE, events.length) : PAGE, offset }));
+      const page = await api(withQuery('api/events', { device: device.value, type: type.value, limit: reset ? Math.min(500, Math.max(PAGE, events.length)) : PAGE, offset }));
       if (gone) return;
       events = reset ? page.events : events.concat(page.events);
       nextOffset = page.next_offset;
