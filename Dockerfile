@@ -3,7 +3,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY web ./web
-RUN pip install --no-cache-dir .
+# Editable, so the page in /app/web sits where the package looks for it.
+RUN pip install --no-cache-dir -e .
 # Inside a container the published ports are the boundary; set server.password before exposing it.
 ENV SKYBELL_BRIDGE_SERVER_HOST=0.0.0.0 \
     SKYBELL_BRIDGE_SERVER_RTSP_HOST=0.0.0.0 \

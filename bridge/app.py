@@ -37,6 +37,7 @@ class Parts:
     recorder: Recorder
     rules: RuleEngine
     uploader: S3Uploader | None = None
+    rtsp_port: int = 0  # the port RTSP really listens on (the setting may say 0)
 
 
 PARTS = web.AppKey("parts", Parts)
@@ -100,7 +101,7 @@ def build_app(parts: Parts) -> web.Application:
     events.setup(app, parts.events, manage=False)
     web_page.setup(
         app,
-        rtsp_port=srv.rtsp_port,
+        rtsp_port=parts.rtsp_port or srv.rtsp_port,
         rtsp_host=srv.rtsp_host,
         username=srv.username,
         password=srv.password.reveal() if srv.password is not None else None,

@@ -192,7 +192,16 @@ class Bridge:
         await self._rtsp.start()
 
         self.parts = Parts(
-            settings, self.client, self.hub, devices, events, store, recorder, engine, uploader
+            settings,
+            self.client,
+            self.hub,
+            devices,
+            events,
+            store,
+            recorder,
+            engine,
+            uploader,
+            rtsp_port=self._rtsp.port,
         )
         self._runner = web.AppRunner(build_app(self.parts), access_log=None, handle_signals=False)
         self._closers.append(self._runner.cleanup)
