@@ -513,10 +513,11 @@ async def main() -> None:
                 f"p50 {b50:.0f} ms"
             )
 
-            def lat(label: str, values: list[float]) -> None:
-                # A joining client is first handed the cached GOP (a picture at once, up to a
-                # GOP old): that burst is a feature, not latency, so the first 2 s are left out.
-                values = values[30:]
+            def lat(label: str, values: list[float], skip: int = 30) -> None:
+                # A joining RTSP/WebRTC/MJPEG client is first handed the cached GOP (a picture
+                # at once, up to a GOP old): that burst is a feature, not latency, so its first
+                # 2 s are left out. HLS players join at the live edge and keep everything.
+                values = values[skip:]
                 if not values:
                     report(f"latency {label}: no pictures read")
                     return
@@ -548,7 +549,7 @@ async def main() -> None:
                 values: list[float] = []
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(hls_viewer(http, url, low, values), win)
-                lat(label, values)
+                lat(label, values, skip=0)
 
             report(
                 f"frame.jpeg: cold {cold * 1000:.0f} ms (source {cold_source}), warm median "
