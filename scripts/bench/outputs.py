@@ -449,7 +449,7 @@ async def main() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
             hls_url = rig.base + f"api/stream.m3u8?src={STREAM}"
             ll_url, plain_url = await hls_media_playlists(http, hls_url)
-            mjpeg_url = rig.base + f"api/stream.mjpeg?src={STREAM}"
+            mjpeg_url = rig.base + f"api/stream.mjpeg?src={STREAM}&fps=15"  # the target's rate
 
             # frame.jpeg, cold: nothing is running.
             t0 = time.monotonic()
