@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import signal
 import sys
 import time
 import uuid
@@ -153,7 +154,7 @@ async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  or login: {DEFAULT_EMAIL} / {DEFAULT_PASSWORD}", flush=True)
     print(f"  fault switches: {base}/_sim/faults", flush=True)
     try:
-        await asyncio.Event().wait()
+        await _until_stopped()
     finally:
         await sim.close()
     return 0
@@ -189,10 +190,29 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             srv = settings.server
             if srv.password is None and srv.host in ("127.0.0.1", "localhost", "::1"):
                 print("no server.password set: listening on this machine only", flush=True)
-            await asyncio.Event().wait()
+            await _until_stopped()
+            print("skybell-bridge: stopping", flush=True)
         finally:
             await bridge.close()
     return 0
+
+
+async def _until_stopped() -> None:
+    """Wait for SIGTERM (docker stop, systemd) or SIGINT (Ctrl-C).
+
+    Python's default SIGTERM ends the process on the spot: clips would stop mid-fragment and
+    the cloud live calls would stay open until SkyBell times them out. Handled here, both
+    signals take the same orderly way out as Ctrl-C.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 async def _wire_simulator(sim: SimWorld, bridge: Bridge, settings: Settings) -> None:
