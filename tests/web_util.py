@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from playwright.async_api import async_playwright
 
 from bridge.sim.picture import read_stamp
 
 CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
+HAVE_CHROMIUM = CHROMIUM.exists()  # checked once, not in the event loop
 SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
 ARGS = [
     "--no-sandbox",
@@ -52,10 +53,13 @@ class Watch:
 @pytest.fixture(name="browser")
 async def browser_fixture() -> AsyncIterator[Any]:
     """A headless Chromium for one test (the event loop is per test, so is the browser)."""
+    # Chromium and Playwright are test dependencies that scripts/bootstrap --test installs: if
+    # one is missing the setup is broken, and the page's tests must say so, not skip.
     if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    pw = pytest.importorskip("playwright.async_api")
-    async with pw.async_playwright() as playwright:
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/bootstrap --test (apt-get install chromium)"
+        )
+    async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield chromium
         await chromium.close()
