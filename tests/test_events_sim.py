@@ -8,17 +8,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bridge.events import Event, EventOptions, EventService
-from bridge.redact import Secret
-from bridge.routes import events as event_routes
-from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
+from bridge.events import Event, EventService
 from bridge.sim.world import SimWorld
-from bridge.skybell import SkyBellClient
-from bridge.skybell.triggers import WEBHOOK_PATH, add_webhook_triggers
 
+from .events_util import wire_events
 from .test_events import drain, wait_until
 
 SECRET = "hook-secret-5d21c7"
@@ -53,25 +48,9 @@ async def rig(
     world = SimWorld()
     await world.start()
     async with aiohttp.ClientSession() as http:
-        client = SkyBellClient(
-            http, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
+        service, bridge = await wire_events(
+            world, http, tmp_path / "index.sqlite3", aiohttp_client, SECRET
         )
-        devices = await client.devices()
-        options = EventOptions(
-            webhook_secret=Secret(SECRET),
-            udp_enabled=True,
-            udp_host="127.0.0.1",
-            udp_port=0,
-            poll_interval=0.2,
-        )
-        service = EventService(client, devices, options, log_path=tmp_path / "index.sqlite3")
-        app = web.Application()
-        event_routes.setup(app, service, keepalive=1.0)
-        bridge = await aiohttp_client(app)
-        url = str(bridge.make_url(WEBHOOK_PATH))
-        await add_webhook_triggers(client, devices, url, secret=Secret(SECRET))
-        assert service.udp is not None
-        world.presser.udp_target = ("127.0.0.1", service.udp.port)
         yield Rig(world, service, bridge)
         await bridge.close()
     await world.close()

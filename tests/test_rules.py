@@ -34,15 +34,14 @@ from bridge.automation.zones import PosixZone, parse_zone
 from bridge.errors import ConfigError
 from bridge.events import Event, EventOptions, EventService
 from bridge.redact import Secret
-from bridge.routes import events as event_routes
-from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, default_devices
+from bridge.sim.cloud import default_devices
 from bridge.sim.switchbot import DEFAULT_SECRET, DEFAULT_TOKEN, SimScene, SimSwitchBot
 from bridge.sim.world import SimWorld
-from bridge.skybell import Device, SkyBellClient
+from bridge.skybell import Device
 from bridge.skybell.events import make_event
-from bridge.skybell.triggers import WEBHOOK_PATH, add_webhook_triggers
 
 from .conftest import FakeClock
+from .events_util import wire_events
 from .test_events import wait_until
 
 PLUG = "6055F9A1B2C3"
@@ -603,26 +602,9 @@ async def world_rig(
     await world.start()
     bot = SimSwitchBot()
     bot_server = await aiohttp_server(bot.app())
-    client = SkyBellClient(
-        session, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
+    service, bridge = await wire_events(
+        world, session, tmp_path / "index.sqlite3", aiohttp_client, HOOK_SECRET
     )
-    devices = await client.devices()
-    options = EventOptions(
-        webhook_secret=Secret(HOOK_SECRET),
-        udp_enabled=True,
-        udp_host="127.0.0.1",
-        udp_port=0,
-        poll_interval=0.2,
-    )
-    service = EventService(client, devices, options, log_path=tmp_path / "index.sqlite3")
-    app = web.Application()
-    event_routes.setup(app, service, keepalive=1.0)
-    bridge = await aiohttp_client(app)
-    await add_webhook_triggers(
-        client, devices, str(bridge.make_url(WEBHOOK_PATH)), secret=Secret(HOOK_SECRET)
-    )
-    assert service.udp is not None
-    world.presser.udp_target = ("127.0.0.1", service.udp.port)
     switchbot = SwitchBotClient(
         session,
         token=Secret(DEFAULT_TOKEN),
