@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.kvs.presign import presign_wss
 from bridge.media import aiortc_patch
 from bridge.sim.cloud import SimCloud, SimDevice
 from bridge.sim.doorbell import SimDoorbellPeer, SimMediaSettings
@@ -43,6 +44,9 @@ class SimDoorbell:
         # Fault switches for tests: delay the answer; answer the next offer with garbage.
         self.answer_delay = 0.0
         self.garbage_answers = 0
+        # True: something outside the simulator (a browser page in tests) is this doorbell's
+        # KVS master, connected with ``master_url()``; live calls then start no master here.
+        self.external_master = False
         self._master: SimKvsMaster | None = None
 
     @property
@@ -57,7 +61,7 @@ class SimDoorbell:
 
     async def ensure_master(self, channel_arn: str, endpoint: str, creds: dict[str, str]) -> None:
         """Connect to the channel as master if not already connected."""
-        if self._master is not None and self._master.connected:
+        if self.external_master or (self._master is not None and self._master.connected):
             return
         if self._master is not None:
             await self._master.close()
@@ -71,6 +75,22 @@ class SimDoorbell:
         )
         self._master.start()
         await asyncio.wait_for(self._master.wait_connected(), 5.0)
+
+    def master_url(self) -> str:
+        """A freshly presigned master URL for this doorbell's channel (created if needed)."""
+        kvs = self.world.kvs
+        arn = kvs.create_channel(f"{self.device.serial}_{self.device.id}")  # as _live_call names it
+        creds = kvs.issue_credentials(arn)
+        return presign_wss(
+            kvs.endpoint(self.world.base_url),
+            arn,
+            None,  # no client id: the master
+            kvs.region,
+            creds["AccessKeyId"],
+            creds["SecretAccessKey"],
+            creds["SessionToken"],
+            now=kvs.clock(),
+        )
 
     async def _on_offer(self, viewer_id: str, offer: str) -> str:
         self.offers += 1
