@@ -86,6 +86,13 @@ class StreamSettings:
     # Seconds of encoded media kept per stream: new viewers start from its last keyframe and
     # recordings take their pre-roll from it, so it must exceed the longest pre-roll plus a GOP.
     buffer_seconds: float = field(default=12.0, metadata=_range(2, 120))
+    # Most doorbells (libwebrtc) send a keyframe only when asked. While pre-roll is wanted
+    # (the stream is kept warm) the bridge asks every this many seconds, so clips start within
+    # this much of the pre-roll asked for; otherwise it asks only when a consumer needs a
+    # picture, sparing the doorbell's uplink and battery.
+    keyframe_interval: float = field(default=2.0, metadata=_range(0.5, 30))
+    # A byte cap on that buffer too, whatever the bitrate and keyframe spacing.
+    buffer_mb: int = field(default=64, metadata=_range(4, 1024))
     # Comma-separated addresses WebRTC may offer as host candidates (empty: every interface).
     # "127.0.0.1" keeps media on loopback, for a doorbell simulated on this machine.
     ice_host_addresses: str = ""
@@ -460,6 +467,7 @@ def _check_cross_field(settings: Settings) -> None:
             f"must be at most half of hls.segment_target ({hls.segment_target:g} s)",
         )
     rec, buffered = settings.record, settings.streams.buffer_seconds
+    gop = settings.streams.keyframe_interval
     prerolls = [("record.preroll", rec.preroll)] + [
         (f"record.devices.{name}.preroll", d.preroll)
         for name, d in rec.devices.items()
@@ -467,11 +475,11 @@ def _check_cross_field(settings: Settings) -> None:
     ]
     for key, preroll in prerolls:
         # Pre-roll starts at a keyframe, so the buffer must reach a GOP further back.
-        if preroll + 2 > buffered:
+        if preroll + gop > buffered:
             raise ConfigError(
                 key,
-                f"{preroll:g} s needs streams.buffer_seconds of at least {preroll + 2:g} "
-                f"(now {buffered:g})",
+                f"{preroll:g} s needs streams.buffer_seconds of at least {preroll + gop:g} "
+                f"(pre-roll + streams.keyframe_interval; now {buffered:g})",
             )
     if settings.s3.enabled and not settings.s3.bucket:
         raise ConfigError("s3.bucket", "s3.enabled is true, so a bucket is needed")

@@ -102,6 +102,8 @@ class Bridge:
             idle_timeout=st.idle_timeout,
             media_timeout=st.media_timeout,
             ring_seconds=st.buffer_seconds,
+            ring_bytes=st.buffer_mb << 20,
+            keyframe_interval=st.keyframe_interval,
         )
         self.http_url = ""
         self.rtsp_url = ""

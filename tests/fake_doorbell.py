@@ -107,7 +107,7 @@ class LiveSession:
                 ai += 1
             yield packet
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self, kind: str = "pli") -> None:
         pass
 
     async def close(self) -> None:

@@ -8,14 +8,16 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 
+import av
+import numpy as np
 import pytest
 
 from bridge.errors import DeviceUnreachable
-from bridge.media.buffers import GopRing, Timeline
+from bridge.media.buffers import GopRing, Subscriber, Timeline
 from bridge.media.hub import Hub, Session, Stream
 from bridge.media.packet import MediaPacket
 
-from .h264util import decode_all, encode
+from .h264util import decode_all, encode, x264
 
 
 class FakeSession:
@@ -45,7 +47,7 @@ class FakeSession:
         if self._hang:
             await asyncio.Event().wait()
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self, kind: str = "pli") -> None:
         self.plis += 1
 
     async def close(self) -> None:
@@ -246,3 +248,178 @@ def test_timeline_unwraps_rtp_clock(start: int) -> None:
         for n in range(10)
     ]
     assert out == [n * 3000 for n in range(10)]
+
+
+# -- keyframes on request (a libwebrtc-like sender) ------------------------------------------------
+
+
+class OnRequestSession:
+    """Like libwebrtc: one IDR when the session starts, then only when asked.
+
+    Real x264 frames at a live pace; ``answers`` says which requests it honours (none: a sender
+    that ignores them all).
+    """
+
+    def __init__(self, fps: int = 30, answers: tuple[str, ...] = ("pli", "fir")) -> None:
+        self.fps = fps
+        self.answers = answers
+        self.requests = {"pli": 0, "fir": 0}
+        self.keyframes = 0
+        self.closed = 0
+        self._force = False
+
+    async def packets(self) -> AsyncIterator[MediaPacket]:
+        codec = x264(64, 64, self.fps, 1_000_000)
+        start = time.monotonic()
+        for n in itertools.count():
+            await asyncio.sleep(max(0.0, start + n / self.fps - time.monotonic()))
+            img = np.full((64, 64, 3), (n * 8) % 256, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = n
+            if self._force:
+                self._force = False
+                frame.pict_type = av.video.frame.PictureType.I
+            for pkt in codec.encode(frame):
+                packet = MediaPacket(
+                    "video", "h264", bytes(pkt), n * 3000, 90000, bool(pkt.is_keyframe),
+                    time.monotonic(),
+                )  # fmt: skip
+                self.keyframes += packet.keyframe
+                yield packet
+
+    def request_keyframe(self, kind: str = "pli") -> None:
+        self.requests[kind] += 1
+        if kind in self.answers:
+            self._force = True
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+async def first_packet(sub: Subscriber, timeout: float = 5.0) -> MediaPacket:
+    return await asyncio.wait_for(sub.get(), timeout)
+
+
+async def test_late_joiner_asks_for_a_keyframe_instead_of_taking_a_stale_gop() -> None:
+    session = OnRequestSession()
+    stream = make_stream(Connector(session), keyframe_interval=0.3)
+    with stream.subscribe("early") as early:
+        await collect(early, 20)  # 0.7 s in: the only GOP is older than keyframe_interval
+        assert session.keyframes == 1
+        asked = time.monotonic()
+        with stream.subscribe("late") as late:
+            assert late.get_nowait() is None  # no burst of stale video
+            got = await first_packet(late)
+            waited = time.monotonic() - asked
+        assert got.keyframe
+        assert got.arrival >= asked
+        assert session.requests["pli"] == 1
+        assert session.keyframes == 2
+        assert waited < 5.0
+        assert stream.stats()["keyframe_requests"]["answered"] == 1
+    await stream.stop()
+
+
+async def test_many_joiners_at_once_cost_one_request() -> None:
+    session = OnRequestSession()
+    stream = make_stream(Connector(session), keyframe_interval=0.2)
+    with stream.subscribe("first") as first:
+        await collect(first, 15)
+        subs = [stream.subscribe(f"viewer-{i}") for i in range(20)]
+        for sub in subs:
+            assert (await first_packet(sub)).keyframe
+            sub.close()
+    assert session.requests["pli"] == 1
+    assert stream.stats()["keyframe_requests"]["coalesced"] == 19
+    await stream.stop()
+
+
+async def test_fir_follows_an_ignored_pli() -> None:
+    session = OnRequestSession(answers=("fir",))
+    stream = make_stream(Connector(session), keyframe_interval=0.2)
+    with stream.subscribe("first") as first:
+        await collect(first, 15)
+        with stream.subscribe("late") as late:
+            assert (await first_packet(late)).keyframe
+    assert session.requests == {"pli": 1, "fir": 1}
+    await stream.stop()
+
+
+async def test_a_sender_that_never_answers_is_reported_then_reconnected() -> None:
+    deaf = OnRequestSession(answers=())
+    fresh = OnRequestSession()
+    connector = Connector(deaf, fresh)
+    stream = make_stream(connector, keyframe_interval=0.2, media_timeout=1.5)
+    stream.keyframes.unanswered_after = 0.6
+    with stream.subscribe("first") as first:
+        await collect(first, 15)
+        with stream.subscribe("late") as late:
+            for _ in range(100):
+                if stream.stats()["keyframes"] == "not answered":
+                    break
+                await asyncio.sleep(0.02)
+            assert stream.stats()["keyframes"] == "not answered"
+            assert deaf.requests["fir"] >= 1
+            # The first viewer, which has a picture, keeps getting frames meanwhile.
+            assert len(await collect(first, 5)) == 5
+            got = await first_packet(late, timeout=10)  # from the reconnected session
+            assert got.keyframe
+            assert got.discontinuity
+    assert deaf.closed == 1
+    assert stream.stats()["keyframes"] == "ok"
+    await stream.stop()
+
+
+async def test_keyframes_are_asked_for_only_while_preroll_is_wanted() -> None:
+    session = OnRequestSession()
+    stream = make_stream(Connector(session), keyframe_interval=0.25)
+    with stream.subscribe("viewer") as sub:
+        await collect(sub, 30)  # 1 s of watching: nobody needs pre-roll
+        assert session.keyframes == 1
+        stream.keep_warm(5.0)
+        await collect(sub, 30)  # 1 s warm: about four keyframes asked for
+        assert session.requests["pli"] >= 2
+        assert session.keyframes >= 3
+        pre = stream.preroll(0.6)
+        assert pre[0].keyframe
+        assert time.monotonic() - pre[0].arrival < 0.6 + 0.25 + 0.3
+    await stream.stop()
+
+
+async def test_skipping_subscriber_asks_for_the_keyframe_it_waits_for() -> None:
+    session = OnRequestSession()
+    stream = make_stream(Connector(session))
+    with stream.subscribe("fast") as fast, stream.subscribe("slow", max_packets=5) as slow:
+        await collect(fast, 20)  # slow reads nothing: its queue overflows and it skips
+        assert slow.waiting_for_keyframe
+        assert session.requests["pli"] == 0  # a consumer stuck for good costs no keyframes
+        got = await first_packet(slow)  # reading again asks for one
+        assert got.keyframe
+        assert session.requests["pli"] == 1
+    await stream.stop()
+
+
+def test_ring_is_bounded_with_one_endless_gop() -> None:
+    ring = GopRing(seconds=1.0, max_bytes=1 << 20)
+    base = time.monotonic()
+    keyframe, delta = encode(2, gop=1000)
+    ring.add(dataclasses.replace(keyframe, arrival=base))
+    for i in range(1, 300):  # 20 s at 15 fps and no second keyframe
+        ring.add(dataclasses.replace(delta, arrival=base + i / 15))
+        assert ring.nbytes <= 1 << 20
+        assert base + i / 15 - min((p.arrival for p in ring), default=base + i / 15) <= 1.0
+    assert list(ring) == []  # the GOP outgrew the window: dropped whole, never cut
+    ring.add(dataclasses.replace(keyframe, arrival=base + 21))
+    assert ring.last_gop[0].keyframe
+
+
+def test_ring_byte_cap_drops_whole_gops() -> None:
+    packets = encode(60, gop=10)
+    size = sum(len(p.data) for p in packets[:10])
+    ring = GopRing(seconds=100.0, max_bytes=size * 2)
+    for p in packets:
+        ring.add(p)
+        assert ring.nbytes <= size * 2 + len(p.data)
+    kept = list(ring)
+    assert kept[0].keyframe
+    assert decode_all(kept) == len(kept)

@@ -75,7 +75,7 @@ class BurstySession:
             )
             n += 1
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self, kind: str = "pli") -> None:
         pass
 
     async def close(self) -> None:

@@ -124,7 +124,7 @@ class CountingSession(LiveSession):
         super().__init__(duration, audio)
         self.keyframe_requests = 0
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self, kind: str = "pli") -> None:
         self.keyframe_requests += 1
 
 

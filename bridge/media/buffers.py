@@ -91,41 +91,60 @@ class Timeline:
 
 
 class GopRing:
-    """The last N seconds of packets, kept as whole GOPs so every read starts at a keyframe."""
+    """The last N seconds of packets, kept as whole GOPs so every read starts at a keyframe.
+
+    Bounded by time and bytes whatever the keyframe spacing: a sender that keyframes only on
+    request may send one GOP for a whole session. A GOP that starts before the window, or that
+    would break the byte cap, is dropped whole even when it is the only one, because a GOP
+    cut anywhere but at its keyframe cannot be decoded; until the next keyframe the ring is
+    then empty, and whoever needs a picture asks for a keyframe (the hub does).
+    """
 
     def __init__(self, seconds: float, max_bytes: int = 64 << 20) -> None:
         self.seconds = seconds
         self.max_bytes = max_bytes
         self._gops: deque[list[MediaPacket]] = deque()
+        self._sizes: deque[int] = deque()  # payload bytes per GOP, so trimming is O(1)
         self._bytes = 0
 
     def add(self, packet: MediaPacket) -> None:
-        """Append a packet; a video keyframe opens a new GOP. Audio before any GOP is dropped."""
+        """Append a packet; a video keyframe opens a new GOP. Packets before any GOP are dropped."""
         if packet.kind == "video" and packet.keyframe:
             self._gops.append([])
+            self._sizes.append(0)
         if not self._gops:
             return
+        size = len(packet.data)
         self._gops[-1].append(packet)
-        self._bytes += len(packet.data)
+        self._sizes[-1] += size
+        self._bytes += size
         self._trim(packet.arrival)
 
     def _trim(self, now: float) -> None:
         horizon = now - self.seconds
-        # Drop the oldest GOP while the next one alone still reaches back far enough.
-        while len(self._gops) > 1 and (
-            self._gops[1][0].arrival <= horizon or self._bytes > self.max_bytes
-        ):
-            self._bytes -= sum(len(p.data) for p in self._gops.popleft())
+        while self._gops:
+            # The oldest GOP goes once the next one alone reaches back far enough (or, for
+            # the newest, once it begins before the window), or when the bytes overflow.
+            reach = self._gops[1][0].arrival if len(self._gops) > 1 else self._gops[0][0].arrival
+            if reach > horizon and self._bytes <= self.max_bytes:
+                return
+            self._gops.popleft()
+            self._bytes -= self._sizes.popleft()
 
     def clear(self) -> None:
         """Forget everything (the stream stopped)."""
         self._gops.clear()
+        self._sizes.clear()
         self._bytes = 0
 
     @property
     def last_gop(self) -> list[MediaPacket]:
         """The packets since the newest keyframe: what a new viewer needs for a picture at once."""
         return list(self._gops[-1]) if self._gops else []
+
+    def last_keyframe_at(self) -> float | None:
+        """Arrival time of the newest keyframe held, if any."""
+        return self._gops[-1][0].arrival if self._gops else None
 
     def since(self, seconds: float, now: float) -> list[MediaPacket]:
         """Packets from the newest keyframe at least ``seconds`` old (or the oldest kept)."""
@@ -149,7 +168,11 @@ class Subscriber:
     """One consumer's bounded queue. When it falls behind, it skips to the next keyframe.
 
     A slow consumer must never stall the others or grow memory; dropping whole GOPs is the only
-    way to skip ahead without handing a decoder a frame whose reference is missing.
+    way to skip ahead without handing a decoder a frame whose reference is missing. After a
+    skip, the consumer's next read calls ``on_need_keyframe``: with a sender that keyframes only
+    on request, the next keyframe comes only if someone asks. It is the read, not the skip, that
+    asks, so a consumer that is stuck for good does not make the doorbell send keyframe after
+    keyframe.
     """
 
     def __init__(
@@ -158,6 +181,7 @@ class Subscriber:
         on_close: Callable[[Subscriber], None],
         max_packets: int = 600,
         max_bytes: int = 16 << 20,
+        on_need_keyframe: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = name
         self.max_packets = max_packets
@@ -170,6 +194,8 @@ class Subscriber:
         self._event = asyncio.Event()
         self._ended = False
         self._on_close = on_close
+        self._on_need_keyframe = on_need_keyframe
+        self._skipped = False  # skipped ahead; the next read asks for a keyframe
         self.closed = False
 
     def offer(self, packet: MediaPacket) -> None:
@@ -185,6 +211,7 @@ class Subscriber:
             self._wait_keyframe = True
             if not is_key:
                 self.dropped += 1
+                self._skipped = True
                 return
         self._wait_keyframe = False
         self._queue.append(packet)
@@ -201,6 +228,7 @@ class Subscriber:
         while not self._queue:
             if self._ended or self.closed:
                 raise StreamEnded(self.name)
+            self._ask_after_skip()
             self._event.clear()
             await self._event.wait()
         packet = self._queue.popleft()
@@ -211,11 +239,17 @@ class Subscriber:
     def get_nowait(self) -> MediaPacket | None:
         """The next packet if one is queued."""
         if not self._queue:
+            self._ask_after_skip()
             return None
         packet = self._queue.popleft()
         self._bytes -= len(packet.data)
         self.delivered += 1
         return packet
+
+    def _ask_after_skip(self) -> None:
+        if self._skipped and self._wait_keyframe:
+            self._skipped = False
+            self._on_need_keyframe()
 
     def __aiter__(self) -> Subscriber:
         return self
@@ -225,6 +259,11 @@ class Subscriber:
             return await self.get()
         except StreamEnded:
             raise StopAsyncIteration from None
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        """True until the subscriber's next keyframe arrives."""
+        return self._wait_keyframe
 
     @property
     def queued(self) -> int:

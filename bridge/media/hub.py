@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 from bridge.errors import AuthError, BridgeError
 from bridge.media.buffers import GopRing, Subscriber, Timeline
+from bridge.media.keyframes import KeyframeKind, KeyframeRequests
 from bridge.media.packet import MediaPacket, extract_sps_pps
 
-__all__ = ["Connector", "Hub", "MediaStalled", "Session", "Stream"]
+__all__ = ["Connector", "Hub", "KeyframesNotAnswered", "MediaStalled", "Session", "Stream"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ class Session(Protocol):
         """Encoded packets until the session ends (the iterator stops or raises)."""
         ...
 
-    def request_keyframe(self) -> None:
-        """Ask the doorbell for a keyframe (PLI)."""
+    def request_keyframe(self, kind: KeyframeKind = "pli") -> None:
+        """Ask the doorbell for a keyframe with RTCP PLI or FIR."""
         ...
 
     async def close(self) -> None:
@@ -49,6 +50,12 @@ class MediaStalled(BridgeError):
     transient = True
 
 
+class KeyframesNotAnswered(BridgeError):
+    """Consumers wait for a picture and the doorbell ignored every request for too long."""
+
+    transient = True
+
+
 class Stream:
     """One doorbell's live stream and its subscribers."""
 
@@ -61,12 +68,18 @@ class Stream:
         idle_timeout: float = 30.0,
         media_timeout: float = 10.0,
         ring_seconds: float = 10.0,
+        ring_bytes: int = 64 << 20,
+        keyframe_interval: float = 2.0,
         backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         self.device_id = device_id
         self.name = name
         self.idle_timeout = idle_timeout
         self.media_timeout = media_timeout
+        # While pre-roll is wanted the doorbell is asked for a keyframe this often, so clips
+        # can start near the pre-roll asked for; it is also the age up to which a new
+        # subscriber is handed the cached GOP instead of asking for a fresh keyframe.
+        self.keyframe_interval = keyframe_interval
         self.state = "idle"  # idle, starting, live, reconnecting, error
         self.error: str | None = None
         self.reconnects = 0
@@ -77,7 +90,9 @@ class Stream:
         self.bytes_in = 0
         self._connect = connect
         self._backoff = backoff
-        self._ring = GopRing(ring_seconds)
+        self._ring = GopRing(ring_seconds, ring_bytes)
+        self.keyframes = KeyframeRequests(name, self._send_keyframe_request)
+        self._periodic: asyncio.TimerHandle | None = None
         self._timeline = Timeline()
         self._subs: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
@@ -90,18 +105,29 @@ class Stream:
     # -- subscribers ---------------------------------------------------------------------------
 
     def subscribe(self, name: str, *, preroll: float = 0.0, **limits: int) -> Subscriber:
-        """Join the stream; starts it if needed. The subscriber begins at a keyframe at once
-        when one is cached, reaching back ``preroll`` seconds when asked."""
-        sub = Subscriber(name, self._unsubscribe, **limits)
-        backlog = (
-            self._ring.since(preroll, time.monotonic()) if preroll > 0 else self._ring.last_gop
-        )
+        """Join the stream; starts it if needed.
+
+        The subscriber begins at a keyframe: the cached GOP when it is at most
+        ``keyframe_interval`` old (a picture at once), reaching back ``preroll`` seconds when
+        asked; otherwise the next keyframe, which is requested from the doorbell now. An older
+        GOP would hand the consumer a burst of stale video and keep it that far behind live.
+        """
+        sub = Subscriber(name, self._unsubscribe, on_need_keyframe=self.request_keyframe, **limits)
+        now = time.monotonic()
+        if preroll > 0:
+            backlog = self._ring.since(preroll, now)
+        else:
+            at = self._ring.last_keyframe_at()
+            fresh = at is not None and now - at <= self.keyframe_interval
+            backlog = self._ring.last_gop if fresh else []
         for packet in backlog:
             sub.offer(packet)
         self._subs.add(sub)
         self._cancel_idle()
         self._ensure_running()
         self._notify()
+        if sub.waiting_for_keyframe:
+            self.request_keyframe()
         return sub
 
     def _unsubscribe(self, sub: Subscriber) -> None:
@@ -120,15 +146,42 @@ class Stream:
         self._warm_until = max(self._warm_until, time.monotonic() + seconds)
         self._ensure_running()
         self._schedule_idle()
+        if self.state == "live" and self._periodic is None:
+            self._arm_periodic()
 
     def preroll(self, seconds: float) -> list[MediaPacket]:
         """Buffered packets reaching back ``seconds`` (from a keyframe), for recordings."""
         return self._ring.since(seconds, time.monotonic())
 
     def request_keyframe(self) -> None:
-        """Forward a keyframe request to the doorbell."""
+        """Ask the doorbell for a keyframe (coalesced and rate-limited; see keyframes.py).
+
+        Before media flows there is nothing to ask: every session opens with a keyframe.
+        """
+        if self._session is not None and self.state == "live":
+            self.keyframes.request()
+
+    def _send_keyframe_request(self, kind: KeyframeKind) -> None:
         if self._session is not None:
-            self._session.request_keyframe()
+            self._session.request_keyframe(kind)
+
+    def _preroll_wanted(self) -> bool:
+        # Kept warm (keep_warm for recording, a rule's warm action, POST /api/streams/warm):
+        # someone wants the next event's clip to reach back, so keyframes must not be sparse.
+        return time.monotonic() < self._warm_until
+
+    def _arm_periodic(self) -> None:
+        if self._periodic is not None:
+            self._periodic.cancel()
+            self._periodic = None
+        if self._preroll_wanted():
+            loop = asyncio.get_running_loop()
+            self._periodic = loop.call_later(self.keyframe_interval, self._periodic_due)
+
+    def _periodic_due(self) -> None:
+        self._periodic = None
+        if self._preroll_wanted():
+            self.request_keyframe()
 
     async def wait_keyframe(self, timeout: float) -> bool:
         """Start the stream if needed and wait until a keyframe is cached."""
@@ -158,6 +211,10 @@ class Stream:
             "reconnects": self.reconnects,
             "uptime": round(uptime, 1),
             "bytes_in": self.bytes_in,
+            # "ok", "waiting" (a request is on its way) or "not answered"
+            "keyframes": self.keyframes.status,
+            "keyframe_requests": self.keyframes.stats(),
+            "buffer": {"bytes": self._ring.nbytes, "seconds": self._ring.seconds},
         }
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -224,6 +281,7 @@ class Stream:
                 try:
                     session = await self._connect()
                     self._session = session
+                    self.keyframes.reset()
                     self._timeline.new_session()
                     async for packet in self._pump(session):
                         if not got_media:
@@ -267,11 +325,17 @@ class Stream:
         finally:
             self._ring.clear()
             self._keyframe.clear()
+            self.keyframes.reset()
+            if self._periodic is not None:
+                self._periodic.cancel()
+                self._periodic = None
             self.started_at = None
             self._set_state("idle")
 
     async def _pump(self, session: Session) -> AsyncIterator[MediaPacket]:
-        """The session's packets, raising ``MediaStalled`` when none come for too long.
+        """The session's packets, raising ``MediaStalled`` when none come for too long, and
+        ``KeyframesNotAnswered`` when a consumer has waited ``media_timeout`` for a keyframe the
+        doorbell keeps ignoring (a new session opens with one).
 
         A watchdog timer cancels this task on a stall. ``asyncio.wait_for`` around each packet
         would be simpler, but on Python 3.11 it can swallow a cancellation that races with a
@@ -281,13 +345,20 @@ class Stream:
         assert task is not None
         loop = asyncio.get_running_loop()
         last = loop.time()
-        stalled = False
+        stalled: BridgeError | None = None
         handle: asyncio.TimerHandle
 
         def watchdog() -> None:
             nonlocal handle, stalled
             if loop.time() - last >= self.media_timeout:
-                stalled = True
+                stalled = MediaStalled(f"no media for {self.media_timeout:g} s")
+            elif self.keyframes.unanswered_for() >= self.media_timeout and any(
+                sub.waiting_for_keyframe for sub in self._subs
+            ):
+                stalled = KeyframesNotAnswered(
+                    f"no keyframe for {self.media_timeout:g} s despite PLI and FIR"
+                )
+            if stalled is not None:
                 task.cancel()
             else:
                 handle = loop.call_later(self.media_timeout / 4, watchdog)
@@ -298,8 +369,8 @@ class Stream:
                 last = loop.time()
                 yield packet
         except asyncio.CancelledError:
-            if stalled and task.uncancel() == 0:
-                raise MediaStalled(f"no media for {self.media_timeout:g} s") from None
+            if stalled is not None and task.uncancel() == 0:
+                raise stalled from None
             raise
         finally:
             handle.cancel()
@@ -312,6 +383,8 @@ class Stream:
             sps, pps = extract_sps_pps(packet.data)
             self.sps, self.pps = sps or self.sps, pps or self.pps
             self._keyframe.set()
+            self.keyframes.keyframe()
+            self._arm_periodic()
         self._ring.add(packet)
         for sub in self._subs:
             sub.offer(packet)

@@ -28,6 +28,7 @@ from bridge.kvs import (
     presign_wss,
 )
 from bridge.kvs.messages import Closed
+from bridge.media.keyframes import KeyframeKind
 from bridge.media.packet import MediaPacket
 from bridge.media.webrtc_source import WebRtcSource, choose_ice_servers
 from bridge.skybell import LiveCall, SkyBellClient
@@ -83,9 +84,9 @@ class LiveSession:
                 await self._close_signaling()
             yield packet
 
-    def request_keyframe(self) -> None:
-        """Send a PLI to the doorbell."""
-        self._source.request_keyframe()
+    def request_keyframe(self, kind: KeyframeKind = "pli") -> None:
+        """Send a PLI or FIR to the doorbell."""
+        self._source.request_keyframe(kind)
 
     async def _follow_signaling(self, viewer: KvsViewer) -> None:
         """Apply candidates trickled after the answer until signaling is closed."""

@@ -34,6 +34,7 @@ from bridge.errors import BridgeError
 from bridge.tasks import TaskSet
 
 from . import aiortc_patch
+from .keyframes import KeyframeKind
 from .packet import MediaPacket
 
 __all__ = [
@@ -349,15 +350,15 @@ class WebRtcSource:
             self._queue.get_nowait()
         self._queue.put_nowait(item)
 
-    def request_keyframe(self) -> None:
-        """Send a PLI to the camera (asynchronously; a no-op before media arrives)."""
+    def request_keyframe(self, kind: KeyframeKind = "pli") -> None:
+        """Send a PLI or FIR to the camera (asynchronously; a no-op before media arrives)."""
         video = self._transceivers.get("video")
         if video is not None and not self._closed:
-            self._tasks.spawn(self._send_pli(video.receiver))
+            self._tasks.spawn(self._send_keyframe_request(video.receiver, kind))
 
-    async def _send_pli(self, receiver: RTCRtpReceiver) -> None:
-        if await aiortc_patch.request_keyframe(receiver):
-            logger.debug("keyframe requested")
+    async def _send_keyframe_request(self, receiver: RTCRtpReceiver, kind: KeyframeKind) -> None:
+        if await aiortc_patch.request_keyframe(receiver, kind):
+            logger.debug("keyframe requested (%s)", kind)
 
     # -- state -------------------------------------------------------------------------------
 
