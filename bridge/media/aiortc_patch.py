@@ -18,14 +18,17 @@ What it provides:
   2 Mbit/s (+ opus) on this 2-core box: 6.7-6.9 % of one core to ingest, against 14 % for
   aiortc's stock decoding receiver.
 * Loopback-only host candidates and a shorter STUN/TURN gathering timeout (aioice).
-* Two hooks for the simulated doorbell: an RTP send filter (packet loss) and a keyframe-request
-  callback on a sender (aiortc ignores PLI for pre-encoded ``av.Packet`` tracks).
+* Hooks for pre-encoded senders (aiortc ignores PLI for ``av.Packet`` tracks): an RTP send
+  filter (the simulated doorbell's packet loss), a keyframe-request callback on a sender (WebRTC
+  out), and a transport-level RTCP feedback tap that sees every PLI, FIR and NACK with its SSRCs
+  (the simulated doorbell judges them the way libwebrtc does).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import struct
 import types
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -38,7 +41,14 @@ import aiortc.rtcrtpreceiver
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+)
 
 from .assembler import AssembledFrame, AssemblerStats, AudioAssembler, VideoAssembler
 from .packet import MediaPacket
@@ -53,8 +63,10 @@ __all__ = [
     "install_rtp_send_filter",
     "request_keyframe",
     "restrict_host_candidates",
+    "sender_ssrcs",
     "set_gather_timeout",
     "watch_keyframe_requests",
+    "watch_rtcp_feedback",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +103,7 @@ _original_get_component_candidates = aioice.ice.Connection.get_component_candida
 # Private attribute names, spelled out once (Python name mangling).
 _RX_JITTER = "_RTCRtpReceiver__jitter_buffer"
 _RX_KIND = "_RTCRtpReceiver__kind"
+_RX_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _HANDLE_ATTR = "_bridge_passthrough"
 _FILTERS_ATTR = "_bridge_send_filters"
 _KEYFRAME_HOOK_ATTR = "_bridge_keyframe_hook"
@@ -148,6 +161,11 @@ def check_compat() -> None:
         _params(getattr(RTCRtpReceiver, "_send_rtcp_pli", None)) == ("self", "media_ssrc"),
         "RTCRtpReceiver._send_rtcp_pli(media_ssrc)",
     )
+    _require(callable(getattr(RTCRtpReceiver, "_send_rtcp", None)), "RTCRtpReceiver._send_rtcp")
+    _require(
+        _RX_RTCP_SSRC in set(_names(RTCRtpReceiver.__init__)),
+        "RTCRtpReceiver.__init__ rtcp_ssrc attribute (the sender SSRC of our feedback)",
+    )
     _require(
         "pack" in _names(getattr(RTCRtpSender, "_next_encoded_frame", None)),
         "RTCRtpSender._next_encoded_frame packing pre-encoded av.Packet",
@@ -178,6 +196,13 @@ def check_compat() -> None:
 
 def _register_h264_profiles() -> None:
     video: list[RTCRtpCodecParameters] = aiortc.codecs.CODECS["video"]
+    # aiortc offers "nack pli" only; the hub escalates to FIR when a PLI brings no keyframe,
+    # so say so in the SDP as Chrome does ("ccm fir").
+    for codec in video:
+        if codec.mimeType.lower() == "video/h264" and not any(
+            fb.type == "ccm" for fb in codec.rtcpFeedback
+        ):
+            codec.rtcpFeedback.append(RTCRtcpFeedback(type="ccm", parameter="fir"))
     present = {str(c.parameters.get("profile-level-id", "")) for c in video}
     used = {c.payloadType for c in video} | {c.payloadType for c in aiortc.codecs.CODECS["audio"]}
     for profile_level_id in _EXTRA_PROFILES:
@@ -193,6 +218,7 @@ def _register_h264_profiles() -> None:
                 rtcpFeedback=[
                     RTCRtcpFeedback(type="nack"),
                     RTCRtcpFeedback(type="nack", parameter="pli"),
+                    RTCRtcpFeedback(type="ccm", parameter="fir"),
                     RTCRtcpFeedback(type="goog-remb"),
                 ],
                 parameters={
@@ -229,11 +255,12 @@ class _PassthroughBatch:
 
 @dataclass(slots=True)
 class PassthroughHandle:
-    """Per-receiver passthrough state: the assembler's counters and the remote SSRC."""
+    """Per-receiver passthrough state: the assembler's counters, the remote SSRC, FIR numbering."""
 
     kind: str
     stats: AssemblerStats
     media_ssrc: int | None = None
+    fir_seq: int = 0  # RFC 5104: a new request carries a new number, a repeat the same one
 
 
 class _AssemblerSlot:
@@ -308,12 +335,28 @@ def enable_passthrough(
     return handle
 
 
-async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
-    """Send a PLI for the stream ``receiver`` gets; False if no packet has arrived yet."""
+async def request_keyframe(receiver: RTCRtpReceiver, kind: str = "pli") -> bool:
+    """Send a PLI (or a FIR) for the stream ``receiver`` gets; False before any packet arrived.
+
+    The request names the primary SSRC: ``media_ssrc`` is taken from packets after aiortc has
+    unwrapped RTX, and libwebrtc ignores feedback naming any other SSRC.
+    """
     handle = getattr(receiver, _HANDLE_ATTR, None)
     if not isinstance(handle, PassthroughHandle) or handle.media_ssrc is None:
         return False
-    await receiver._send_rtcp_pli(handle.media_ssrc)
+    if kind != "fir":
+        await receiver._send_rtcp_pli(handle.media_ssrc)
+        return True
+    sender_ssrc = getattr(receiver, _RX_RTCP_SSRC, None)
+    if sender_ssrc is None:
+        return False
+    handle.fir_seq = (handle.fir_seq + 1) & 0xFF
+    # FIR (RFC 5104 4.3.1): media SSRC 0 in the header; the FCI names the stream and a sequence
+    # number that must change for each new request, or the sender takes it for a repeat.
+    fci = struct.pack("!LB3x", handle.media_ssrc, handle.fir_seq)
+    await receiver._send_rtcp(
+        RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=sender_ssrc, media_ssrc=0, fci=fci)
+    )
     return True
 
 
@@ -416,6 +459,55 @@ def watch_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None]) 
         await original(packet)
 
     setattr(sender, "_handle_rtcp_packet", handle_rtcp)  # noqa: B010
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """(primary SSRC, RTX SSRC) that ``sender`` sends with (aiortc picks both at creation)."""
+    return int(sender._ssrc), int(sender._rtx_ssrc)
+
+
+FeedbackPacket = RtcpPsfbPacket | RtcpRtpfbPacket
+"""RTCP feedback as aiortc parses it: PSFB (PLI, FIR, REMB) or RTPFB (NACK)."""
+
+_FEEDBACK_ATTR = "_bridge_feedback_hooks"
+
+
+def watch_rtcp_feedback(sender: RTCRtpSender, callback: Callable[[FeedbackPacket], None]) -> None:
+    """Call ``callback`` with every PSFB/RTPFB packet arriving on ``sender``'s transport.
+
+    Call after negotiation (BUNDLE may move the sender). The hook sits on the DTLS transport,
+    not the sender, on purpose: aiortc routes feedback to a sender by the common header's
+    media SSRC, so a FIR (media SSRC 0, target in the FCI) or a PLI naming the RTX SSRC never
+    reaches it. The callback sees them all, unfiltered, and judges the SSRCs itself.
+    """
+    recv_next = getattr(RTCDtlsTransport, "_recv_next", None)
+    _require(
+        callable(getattr(RTCDtlsTransport, "_handle_rtcp_data", None))
+        and "_handle_rtcp_data" in _names(recv_next),
+        "RTCDtlsTransport._recv_next calling self._handle_rtcp_data",
+    )
+    transport = sender.transport
+    hooks: dict[int, Callable[[FeedbackPacket], None]] | None = getattr(
+        transport, _FEEDBACK_ATTR, None
+    )
+    if hooks is None:
+        hooks = {}
+        original = transport._handle_rtcp_data
+
+        async def handle_rtcp_data(data: bytes) -> None:
+            try:
+                packets = RtcpPacket.parse(data)
+            except ValueError:
+                packets = []  # aiortc's own handler logs and drops it
+            for packet in packets:
+                if isinstance(packet, RtcpPsfbPacket | RtcpRtpfbPacket):
+                    for hook in list(hooks.values()):
+                        hook(packet)
+            await original(data)
+
+        setattr(transport, "_handle_rtcp_data", handle_rtcp_data)  # noqa: B010
+        setattr(transport, _FEEDBACK_ATTR, hooks)
+    hooks[sender._ssrc] = callback
 
 
 # -- installation --------------------------------------------------------------------------------
