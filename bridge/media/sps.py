@@ -1,14 +1,29 @@
-"""Reading picture size and profile out of an H.264 SPS, without a decoder.
+"""Reading picture size and profile out of an H.264 SPS, without a decoder, and following the
+parameter sets along a stream whose picture size changes.
 
 Muxers need the width and height up front (MP4's track header, RTSP's SDP), and the only place a
 passthrough stream carries them is the sequence parameter set (H.264 spec 7.3.2.1.1).
+
+Real senders change the SPS mid-stream (libwebrtc's quality scaler: 1280x720 → 640x360 and back),
+sending the new SPS/PPS in front of the next IDR. ``ParameterSetTracker`` is how an output learns
+which parameter sets apply to the packet in hand: the ones the packet itself carries, else the
+last ones this consumer saw in-band, else the stream's latest (``Stream.sps``/``pps``). The
+stream's latest alone is not enough: a consumer that lags behind a change would prefix its
+older IDRs with the newer SPS, which no decoder can use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SpsInfo", "parse_sps"]
+from bridge.media.packet import extract_sps_pps
+
+__all__ = ["MAX_SIDE", "ParameterSetTracker", "SpsInfo", "parse_sps"]
+
+# H.264's largest level (6.2) allows 139264 macroblocks per picture, 8192x4320 in practice; a
+# side beyond this is a corrupt SPS, and believing it would make outputs allocate gigabytes.
+MAX_SIDE = 16384
 
 # Profiles whose SPS carries chroma format and scaling lists before the frame fields.
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
@@ -74,21 +89,31 @@ def _skip_scaling_list(r: _Bits, size: int) -> None:
 
 
 def parse_sps(nal: bytes) -> SpsInfo:
-    """Parse an SPS NAL unit (header byte first, no start code)."""
+    """Parse an SPS NAL unit (header byte first, no start code); ValueError if it is unusable.
+
+    Unusable means truncated, malformed, or declaring a picture no decoder would make (a side
+    of zero or less after cropping, or beyond ``MAX_SIDE``).
+    """
     if not nal or nal[0] & 0x1F != 7:
         raise ValueError("not an SPS NAL unit")
     try:
-        return _parse(_Bits(_unescape(nal[1:])))
+        info = _parse(_Bits(_unescape(nal[1:])))
     except IndexError:
         raise ValueError("truncated SPS") from None
+    if not (0 < info.width <= MAX_SIDE and 0 < info.height <= MAX_SIDE):
+        raise ValueError(f"SPS declares an impossible picture size {info.width}x{info.height}")
+    return info
 
 
 def _parse(r: _Bits) -> SpsInfo:
     profile, constraints, level = r.bits(8), r.bits(8), r.bits(8)
-    r.ue()  # seq_parameter_set_id
+    if r.ue() > 31:
+        raise ValueError("SPS id out of range")
     chroma_format = 1
     if profile in _HIGH_PROFILES:
         chroma_format = r.ue()
+        if chroma_format > 3:
+            raise ValueError(f"bad chroma_format_idc {chroma_format}")
         if chroma_format == 3:
             r.bit()  # separate_colour_plane_flag
         r.ue()  # bit_depth_luma_minus8
@@ -106,8 +131,13 @@ def _parse(r: _Bits) -> SpsInfo:
         r.bit()
         r.se()
         r.se()
-        for _ in range(r.ue()):
+        cycle = r.ue()
+        if cycle > 255:
+            raise ValueError("bad num_ref_frames_in_pic_order_cnt_cycle")
+        for _ in range(cycle):
             r.se()
+    elif poc_type != 2:
+        raise ValueError(f"bad pic_order_cnt_type {poc_type}")
     r.ue()  # max_num_ref_frames
     r.bit()  # gaps_in_frame_num_value_allowed_flag
     width_mbs = r.ue() + 1
@@ -125,3 +155,35 @@ def _parse(r: _Bits) -> SpsInfo:
         width -= (left + right) * crop_x
         height -= (top + bottom) * crop_y
     return SpsInfo(profile, constraints, level, width, height)
+
+
+ParameterSets = tuple[bytes | None, bytes | None]
+
+
+class ParameterSetTracker:
+    """The SPS/PPS in force along one consumer's packets (see the module doc)."""
+
+    def __init__(self, fallback: Callable[[], ParameterSets] = lambda: (None, None)) -> None:
+        self._fallback = fallback
+        self._sps: bytes | None = None
+        self._pps: bytes | None = None
+
+    def update(self, data: bytes) -> bool:
+        """Note the parameter sets a keyframe carries; True when they differ from the last seen.
+
+        The first parameter sets seen count as a change only if they differ from the fallback's.
+        """
+        sps, pps = extract_sps_pps(data)
+        if sps is None and pps is None:
+            return False
+        before = self.current
+        self._sps, self._pps = sps or before[0], pps or before[1]
+        return self.current != before
+
+    @property
+    def current(self) -> ParameterSets:
+        """The SPS and PPS to use now: the last seen in-band, else the fallback's."""
+        if self._sps is not None and self._pps is not None:
+            return self._sps, self._pps
+        fallback_sps, fallback_pps = self._fallback()
+        return self._sps or fallback_sps, self._pps or fallback_pps

@@ -18,6 +18,7 @@ from typing import Literal
 from bridge.media.aac import AacTranscoder
 from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket
+from bridge.media.sps import ParameterSetTracker
 from bridge.rtsp.rtp import aac_payload, h264_payloads
 from bridge.rtsp.sdp import TrackInfo, aac_track, g711_track, h264_track
 
@@ -42,6 +43,8 @@ class StreamFeed:
         self._audio: OrderedDict[int, tuple[MediaPacket, list[tuple[int, bytes]]]] = OrderedDict()
         self._transcoder: AacTranscoder | None = None
         self._audio_done: int | None = None  # pts of the newest source audio frame transcoded
+        # The parameter sets in force at the live edge, for IDRs that arrive without them.
+        self._params = ParameterSetTracker(lambda: (stream.sps, stream.pps))
 
     async def describe(self, keyframe_timeout: float, audio_wait: float = 1.0) -> list[TrackInfo]:
         """The stream's tracks once a picture is available; empty if none came in time."""
@@ -90,10 +93,16 @@ class StreamFeed:
         cached = self._video.get(packet.pts)
         if cached is not None and cached[0] is packet:
             return cached[1]
-        payloads = h264_payloads(packet.data, self.stream.sps, self.stream.pps)
+        newest = not self._video or packet.pts > next(reversed(self._video))
+        if packet.keyframe and newest:
+            self._params.update(packet.data)
+        # Every IDR goes out with the SPS/PPS that apply to it (after a resolution change, the
+        # new ones, carried in-band by the change's IDR): clients that DESCRIBEd before the
+        # change learn the new size from the RTP stream itself.
+        payloads = h264_payloads(packet.data, *self._params.current)
         # Only the newest packets are cached: a lagging client repacketizes rather than evicting
         # what the clients at the live edge are about to need.
-        if not self._video or packet.pts > next(reversed(self._video)):
+        if newest:
             self._video[packet.pts] = (packet, payloads)
             if len(self._video) > _VIDEO_CACHE:
                 self._video.popitem(last=False)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass
 
+from bridge.media.packet import h264_profile
 from bridge.media.sps import parse_sps
 
 __all__ = ["TrackInfo", "aac_track", "build_sdp", "g711_track", "h264_track"]
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,23 +28,28 @@ class TrackInfo:
 
 
 def h264_track(sps: bytes, pps: bytes, payload_type: int = 96) -> TrackInfo:
-    """The video track for a stream whose latest parameter sets are ``sps`` and ``pps``."""
-    info = parse_sps(sps)
+    """The video track for a stream whose latest parameter sets are ``sps`` and ``pps``.
+
+    Raises ValueError only when ``sps`` is not an SPS NAL unit at all.
+    """
+    # RTSP passes the bitstream through, so an SPS this module cannot read (a profile it does
+    # not know, a picture size it finds absurd) is the client decoder's to judge: the track is
+    # still described, only without the optional framesize.
+    profile_level_id = h264_profile(sps)[1]
+    extra: tuple[str, ...] = ()
+    try:
+        info = parse_sps(sps)
+    except ValueError as err:
+        _LOGGER.warning("RTSP: unreadable SPS (%s); describing the track without its size", err)
+    else:
+        extra = (f"framesize:{payload_type} {info.width}-{info.height}",)
     # Clients configure their decoder from sprop-parameter-sets before the first RTP packet,
-    # which is why DESCRIBE waits for a keyframe: without it these would be unknown.
+    # which is why DESCRIBE waits for a keyframe: without it these would be unknown. After a
+    # resolution change the stream's latest SPS/PPS are these, so a later DESCRIBE gets the
+    # new size while clients already playing get the new sets in-band (see ``rtp``).
     sprop = ",".join(base64.b64encode(p).decode() for p in (sps, pps))
-    fmtp = (
-        f"packetization-mode=1;profile-level-id={info.profile_level_id};"
-        f"sprop-parameter-sets={sprop}"
-    )
-    return TrackInfo(
-        "video",
-        payload_type,
-        "H264",
-        90000,
-        fmtp=fmtp,
-        extra=(f"framesize:{payload_type} {info.width}-{info.height}",),
-    )
+    fmtp = f"packetization-mode=1;profile-level-id={profile_level_id};sprop-parameter-sets={sprop}"
+    return TrackInfo("video", payload_type, "H264", 90000, fmtp=fmtp, extra=extra)
 
 
 def aac_track(
