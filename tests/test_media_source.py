@@ -184,7 +184,10 @@ async def test_offer_is_h264_only_lean_and_under_the_kvs_limit() -> None:
 
 
 async def test_passthrough_delivers_decodable_access_units() -> None:
-    settings = SimMediaSettings(image_quality=0, fps=15, gop_seconds=1.0, audio_codec=None)
+    # A fixed-GOP camera, so the keyframe flag is checked on more than the first frame.
+    settings = SimMediaSettings(
+        image_quality=0, fps=15, keyframes="gop", gop_seconds=1.0, audio_codec=None
+    )
     async with session(settings) as (source, _doorbell):
         packets = await collect(source, video_frames=20, timeout=20)
     video = [p for p in packets if p.kind == "video"]

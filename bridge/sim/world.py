@@ -3,6 +3,16 @@
 When the bridge starts a live call, the simulated doorbell connects to its KVS channel as master
 (as a real one does when the cloud wakes it) and answers each viewer's offer with a fresh aiortc
 peer streaming H.264 from a picture with a burned-in clock. Ending the live call closes them.
+
+Each doorbell's media can be read and changed while it runs, from Python
+(:meth:`SimDoorbell.media_stats`, :meth:`SimDoorbell.update_media`) or over HTTP:
+``GET /_sim/doorbells/{name_or_id}/media`` returns the settings and the counters summed over
+every viewer it has had (PLI, FIR, NACK, keyframe requests honoured/ignored, keyframes and
+frames sent, current resolution); ``POST`` the same path with a JSON object of settings to
+change (``keyframes``, ``gop_seconds``, ``loss_percent``, ``resolution: [w, h]``, ...). Live
+peers take ``resolution``, ``loss_percent``, ``retransmit``, ``keyframes`` and ``gop_seconds``
+at once; everything applies to the next viewer. The default keyframe mode of a whole run
+comes from ``SKYBELL_BRIDGE_SIM_KEYFRAMES`` (see bridge/sim/doorbell.py).
 """
 
 from __future__ import annotations
@@ -20,9 +30,10 @@ from aiohttp import web
 from bridge.kvs.presign import presign_wss
 from bridge.media import aiortc_patch
 from bridge.sim.cloud import SimCloud, SimDevice
-from bridge.sim.doorbell import SimDoorbellPeer, SimMediaSettings
+from bridge.sim.doorbell import LIVE_FIELDS, SimDoorbellPeer, SimMediaSettings, SimPeerStats
 from bridge.sim.kvs import SimKvs
 from bridge.sim.kvs_master import SimKvsMaster, master_url_factory
+from bridge.sim.media_control import parse_media_changes, settings_json
 from bridge.sim.press import PressRecord, SimPresser
 from bridge.sim.switchbot import SimSwitchBot
 from bridge.sim.videos import SimVideos
@@ -48,6 +59,7 @@ class SimDoorbell:
         # KVS master, connected with ``master_url()``; live calls then start no master here.
         self.external_master = False
         self._master: SimKvsMaster | None = None
+        self._ended = SimPeerStats()  # counters of viewers already gone, summed
 
     @property
     def settings(self) -> SimMediaSettings:
@@ -58,6 +70,43 @@ class SimDoorbell:
     def configure(self, **changes: Any) -> None:
         """Change media settings (fps, bitrate, profile, audio_codec, loss_percent, cut_after...)."""
         self.media = dataclasses.replace(self.media, **changes)
+
+    def update_media(self, **changes: Any) -> None:
+        """Like configure(), and apply what can change live to the connected viewers too."""
+        self.configure(**changes)
+        live = {k: v for k, v in changes.items() if k in LIVE_FIELDS and v is not None}
+        if live:
+            for peer in self.peers.values():
+                peer.update(**live)
+
+    def set_resolution(self, width: int, height: int) -> None:
+        """Switch every viewer (and the next ones) to a new size; each gets an IDR."""
+        self.update_media(resolution=(width, height))
+
+    def media_stats(self) -> dict[str, Any]:
+        """Settings and counters (summed over all viewers so far) as the control API shows them."""
+        totals = self._ended.as_dict()
+        for peer in self.peers.values():
+            for name, value in peer.stats.as_dict().items():
+                totals[name] += value
+        for name in ("width", "height"):
+            totals.pop(name)  # a sum of sizes means nothing; "resolution" is the live one
+        latest = list(self.peers.values())[-1] if self.peers else None
+        return {
+            "id": self.device.id,
+            "name": self.device.name,
+            "settings": settings_json(self.settings),
+            "viewers": len(self.peers),
+            "offers": self.offers,
+            "stats": {
+                **totals,
+                "resolution": list(latest.resolution) if latest is not None else None,
+            },
+        }
+
+    def _retire(self, peer: SimDoorbellPeer) -> None:
+        for name, value in peer.stats.as_dict().items():
+            setattr(self._ended, name, getattr(self._ended, name) + value)
 
     async def ensure_master(self, channel_arn: str, endpoint: str, creds: dict[str, str]) -> None:
         """Connect to the channel as master if not already connected."""
@@ -101,6 +150,7 @@ class SimDoorbell:
             return "v=0\r\nthis is not an answer\r\n"
         old = self.peers.pop(viewer_id, None)
         if old is not None:
+            self._retire(old)
             await old.close()
         master = self._master
 
@@ -122,6 +172,8 @@ class SimDoorbell:
     async def end_calls(self) -> None:
         """The cloud ended the live call: stop streaming to every viewer."""
         peers, self.peers = list(self.peers.values()), {}
+        for peer in peers:
+            self._retire(peer)
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
     async def close(self) -> None:
@@ -169,6 +221,8 @@ class SimWorld:
         app = self.cloud.app()
         self.kvs.setup(app)
         app.router.add_post("/_sim/extra_ice", self._set_extra_ice)
+        app.router.add_get("/_sim/doorbells/{name_or_id}/media", self._get_media)
+        app.router.add_post("/_sim/doorbells/{name_or_id}/media", self._set_media)
         self.presser.setup(app)
         self.videos.setup(app)
         app.add_subapp(SWITCHBOT_PREFIX, self.switchbot.app())
@@ -184,6 +238,32 @@ class SimWorld:
             return web.json_response({"error": "expected a list of ICE servers"}, status=400)
         self.extra_ice = body
         return web.json_response(self.extra_ice)
+
+    def _bell_or_404(self, request: web.Request) -> SimDoorbell:
+        name_or_id = request.match_info["name_or_id"]
+        try:
+            return self.doorbell(name_or_id)
+        except KeyError:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": f"no simulated doorbell {name_or_id!r}"}),
+                content_type="application/json",
+            ) from None
+
+    async def _get_media(self, request: web.Request) -> web.Response:
+        return web.json_response(self._bell_or_404(request).media_stats())
+
+    async def _set_media(self, request: web.Request) -> web.Response:
+        bell = self._bell_or_404(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body must be JSON"}, status=400)
+        try:
+            changes = parse_media_changes(body, bell.media)
+            bell.update_media(**changes)
+        except ValueError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        return web.json_response(bell.media_stats())
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` and return the base URL (``http://127.0.0.1:PORT``)."""
