@@ -154,6 +154,8 @@ class HlsPackager:
         """Wait for the first complete segment; raises ``NotAvailable`` if it does not come."""
         seg = self.segmenter
         if not await self.wait(lambda: bool(seg.segments), self.startup_timeout):
+            if seg.error is not None:
+                raise NotAvailable(f"stream {self.stream.name!r}: {seg.error}")
             raise NotAvailable(
                 f"no video from stream {self.stream.name!r} yet (state {self.stream.state})"
             )
@@ -179,7 +181,8 @@ class HlsPackager:
             check_blocking(seg, msn, part)
             # The spec's bound on holding a request: three target durations.
             if not await self.wait(lambda: reached(seg, msn, part), 3 * seg.target_duration):
-                raise NotAvailable(f"segment {msn} part {part} did not appear in time")
+                why = f": {seg.error}" if seg.error is not None else ""
+                raise NotAvailable(f"segment {msn} part {part} did not appear in time{why}")
         uris = Uris(f"{self.session_id}/", query)
         return media_playlist(seg, uris, low_latency=low_latency)
 

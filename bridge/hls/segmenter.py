@@ -11,7 +11,12 @@ Boundaries:
   every keyframe, so a keyframe always opens a part (``INDEPENDENT=YES``);
 - a ``discontinuity`` packet (the hub's mark of a source reconnect) or new parameter sets end
   the segment at once; the next one, from the next keyframe, carries ``EXT-X-DISCONTINUITY``
-  (and a new init section when the SPS/PPS changed).
+  (and a new init section when the SPS/PPS changed: a resolution change mid-stream, which
+  libwebrtc's quality scaler makes). Samples never carry parameter sets in-band (``avc1``), so
+  each segment's init section must hold the ones its IDRs use;
+- new parameter sets that cannot be read (a corrupt SPS, a picture of zero size) stop the
+  packaging until a keyframe brings readable ones: keeping the old init section would label
+  the new pictures with the wrong SPS, which no player decodes. ``error`` says why meanwhile.
 
 Audio is transcoded to AAC by one encoder per segmenter and each part takes the AAC frames that
 start before the part's video end; both tracks keep the hub's shared timeline, so ``tfdt``
@@ -119,6 +124,7 @@ class Segmenter:
         self.current: Segment | None = None
         self.init: InitSection | None = None
         self.discontinuity_sequence = 0
+        self.error: str | None = None  # why video is not being packaged right now
         self.generation = 0  # bumped whenever a part or segment is published
         self.next_msn = 0
         self._longest = 0  # ticks of the longest segment so far: TARGETDURATION must cover it
@@ -130,6 +136,7 @@ class Segmenter:
         self._startup: list[MediaPacket] = []
         self._sps: bytes | None = None
         self._pps: bytes | None = None
+        self._refused: bytes | None = None  # the last unusable SPS, logged once
         self._aac: AacTranscoder | None = None
         self._audio: deque[tuple[int, bytes]] = deque(maxlen=_AUDIO_BACKLOG)
         self._audio_next = 0  # the AAC track's next free timestamp
@@ -217,11 +224,17 @@ class Segmenter:
         if sps is None or pps is None:
             _LOGGER.warning("no SPS/PPS with the first keyframe; waiting for the next one")
             return
+        try:
+            parse_sps(sps)
+        except ValueError as err:
+            self._refuse(sps, err)
+            return
         if audio is not None and audio.codec in _TRANSCODABLE:
             self._aac = AacTranscoder(audio.codec, audio.clock_rate)
         elif audio is not None:
             _LOGGER.warning("cannot package %s audio as AAC; video only", audio.codec)
         self.init = self._make_init(sps, pps)
+        self.error = None
         key = held[0]
         # Program date-time: the wall clock when the first keyframe arrived, carried along the
         # hub timeline (which keeps wall-clock gaps across reconnects).
@@ -264,23 +277,38 @@ class Segmenter:
             self._audio.append((pts, out.data))
             self._audio_next = pts + _AAC_FRAME
 
+    def _refuse(self, sps: bytes, err: ValueError) -> None:
+        # Log once per bad SPS, not at every keyframe that repeats it.
+        if self._refused != sps:
+            self._refused = sps
+            _LOGGER.warning("HLS: the stream's SPS cannot be used (%s); waiting for another", err)
+        self.error = f"the doorbell's video cannot be packaged: {err}"
+        self._flush_pending()
+        self._end_segment()
+        self._next_discontinuity = True
+        self._last_key = None
+
     def _video_in(self, packet: MediaPacket) -> None:
         assert self.init is not None
-        new_params: tuple[bytes, bytes] | None = None
+        new_init: InitSection | None = None
         if packet.keyframe:
             sps, pps = self._parameter_sets(packet)
             if sps and pps and (sps, pps) != (self.init.video.sps, self.init.video.pps):
-                new_params = sps, pps
-        if packet.discontinuity or new_params:
+                try:
+                    new_init = self._make_init(sps, pps)
+                except ValueError as err:
+                    self._refuse(sps, err)
+                    return
+            self.error = None
+        elif self.error is not None:
+            return  # frames of an unusable SPS: nothing to package until the next keyframe
+        if packet.discontinuity or new_init:
             self._flush_pending()
             self._end_segment()
             self._next_discontinuity = True
             self._last_key = None
-            if new_params:
-                try:
-                    self.init = self._make_init(*new_params)
-                except ValueError as err:
-                    _LOGGER.warning("unreadable new SPS (%s); keeping the old init segment", err)
+            if new_init:
+                self.init = new_init
         prev = self._pending
         if prev is not None:
             self._append(prev, packet.pts - prev.pts)

@@ -25,7 +25,11 @@ export class HlsPlayer {
     this._objectUrl = null;
     this._source = null;
     this._sb = null;
+    this._mse = null;
+    this._mime = '';
     this._lastAppend = 0;
+    this.initSections = 0; // init sections appended: more than one means the stream changed
+    this.codecChanges = 0; // of them, how many brought a new codec string
   }
 
   async start(signal) {
@@ -49,20 +53,49 @@ export class HlsPlayer {
     const mime = `video/mp4; codecs="${variant.codecs || 'avc1.42e01e'}"`;
     if (!mse.isTypeSupported(mime)) throw new PlayerError(`this browser cannot play ${mime}`);
     this.hasAudio = variant.codecs.includes('mp4a');
-    const source = new mse();
-    this._objectUrl = URL.createObjectURL(source);
-    this.video.disableRemotePlayback = true; // ManagedMediaSource insists on it
-    this.video.src = this._objectUrl;
-    this._source = this.video.src;
-    await new Promise((resolve) => source.addEventListener('sourceopen', resolve, { once: true }));
-    this._sb = source.addSourceBuffer(mime);
-    this._sb.mode = 'segments'; // timestamps come from the fragments' tfdt boxes
+    await this._open(mse, mime);
     const running = this._run(variant.uri, inner);
     running.catch(() => {});
     await playMuted(this.video);
     await Promise.race([firstFrame(this.video, FRAME_MS, inner), running.then(() => {
       throw new PlayerError('the HLS stream ended');
     })]);
+  }
+
+  /** A fresh MediaSource on the element, with one SourceBuffer for `mime`. */
+  async _open(mse, mime) {
+    const source = new mse();
+    const objectUrl = URL.createObjectURL(source);
+    this.video.disableRemotePlayback = true; // ManagedMediaSource insists on it
+    this.video.src = objectUrl;
+    if (this._objectUrl) URL.revokeObjectURL(this._objectUrl);
+    this._objectUrl = objectUrl;
+    this._source = this.video.src;
+    this._mse = mse;
+    await new Promise((resolve) => source.addEventListener('sourceopen', resolve, { once: true }));
+    this._sb = source.addSourceBuffer(mime);
+    this._sb.mode = 'segments'; // timestamps come from the fragments' tfdt boxes
+    this._mime = mime;
+  }
+
+  // A new init section (EXT-X-MAP) comes with a new SPS/PPS: the doorbell changed its picture
+  // size (libwebrtc's quality scaler does this under load). MSE takes a new init section in
+  // the same SourceBuffer, but the codec string may change with it (the H.264 level follows
+  // the size), and the spec wants the SourceBuffer told first: changeType() where it exists,
+  // else a fresh MediaSource (a moment of black, but playback goes on).
+  async _followInit(init) {
+    this.initSections += 1;
+    const avc = avcCodec(new Uint8Array(init));
+    const mime = avc ? this._mime.replace(/avc1\.[0-9a-fA-F]{6}/, avc) : this._mime;
+    if (mime === this._mime) return;
+    this.codecChanges += 1;
+    if (typeof this._sb.changeType === 'function') {
+      this._sb.changeType(mime);
+      this._mime = mime;
+    } else {
+      await this._open(this._mse, mime);
+      playMuted(this.video).catch(() => {}); // a new source pauses the element
+    }
   }
 
   get healthy() {
@@ -103,7 +136,9 @@ export class HlsPlayer {
           const seg = playlist.segments.find((s) => s.msn === cursor.msn);
           if (!seg) break;
           if (seg.map !== map) {
-            await this._append(await this._bytes(seg.map, signal)); // a new init section
+            const init = await this._bytes(seg.map, signal); // a new init section
+            await this._followInit(init);
+            await this._append(init);
             map = seg.map;
           }
           if (cursor.part < seg.parts.length) {
@@ -214,6 +249,18 @@ function startAt(playlist) {
   const complete = segments.filter((s) => s.uri);
   const seg = complete[complete.length - 1] || segments[0];
   return { msn: seg.msn, part: 0 };
+}
+
+/** The `avc1.PPCCLL` codec string an init section's avcC box declares, or null. */
+function avcCodec(data) {
+  // 'avcC', then configurationVersion, profile, profile compatibility, level.
+  for (let i = 4; i + 8 <= data.length; i += 1) {
+    if (data[i] === 0x61 && data[i + 1] === 0x76 && data[i + 2] === 0x63 && data[i + 3] === 0x43) {
+      const hex = (b) => b.toString(16).padStart(2, '0');
+      return `avc1.${hex(data[i + 5])}${hex(data[i + 6])}${hex(data[i + 7])}`;
+    }
+  }
+  return null;
 }
 
 function sleep(ms, signal) {
