@@ -28,6 +28,9 @@ from .resolution_util import (
     changing_video,
     sizes_of,
 )
+from .test_mjpeg import RigFactory as MjpegRigFactory
+from .test_mjpeg import jpeg_size, read_parts, snapshot
+from .test_mjpeg import make_rig as make_rig  # the MJPEG rig fixture
 from .test_rtsp import RawClient, depacketize, setup_and_play
 
 BOTH = {BIG, SMALL}
@@ -173,3 +176,33 @@ def test_rtsp_a_client_behind_a_change_gets_the_sets_of_its_own_idrs() -> None:
     idrs = [depacketize(feed.video_payloads(p)) for p in big if p.keyframe]
     assert len(idrs) == 2
     assert [_decode_alone(nals) for nals in idrs] == [[BIG], [BIG]]
+
+
+# -- MJPEG and snapshots -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_mjpeg_and_snapshots_follow_the_new_size(
+    make_rig: MjpegRigFactory,
+) -> None:
+    rig = await make_rig(ChangingConnector(sparse=True), fps=15, snapshot_max_age=0.1)
+    # A 200-pixel cap: 320x240 scales to 200x150 (same aspect); 160x128 fits and is never
+    # scaled up.
+    expected = {BIG: (200, 150), SMALL: SMALL}
+    async with rig.http.get(rig.url("/api/stream.mjpeg", width=200)) as resp:
+        assert resp.status == 200
+        parts = await read_parts(resp, 50)  # over 3 s: at least two changes
+        encoders = rig.stats()["encoders"]
+    sizes = [jpeg_size(p) for p in parts]
+    assert set(sizes) == set(expected.values()), sizes
+    assert sum(a != b for a, b in itertools.pairwise(sizes)) >= 2
+    assert encoders == 1, "the encoder of the old size is dropped"
+    # Snapshots (each from the next keyframe): one at each size, as the stream goes through them.
+    got = set()
+    for want in (SMALL, BIG):
+        await wait_for(lambda want=want: stream_size(rig.stream) == want)  # type: ignore[misc]
+        source, size = await snapshot(rig, width=200)
+        assert source == "live"
+        got.add(size)
+    assert got == set(expected.values())
+    await wait_for(lambda: not rig.stream.subscribers)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import av
 
 from bridge.media.packet import MediaPacket
+from bridge.media.sps import ParameterSetTracker
 from bridge.mjpeg.options import FrameSpec
 from bridge.mjpeg.picture import H264Decoder, JpegEncoder
 
@@ -61,13 +62,25 @@ class Worker:
         self.decoder = H264Decoder()
         self.encoders: dict[tuple[int, int], JpegEncoder] = {}
         self._arrivals: dict[int, float] = {}  # pts -> arrival, for pictures the decoder holds
+        # The parameter sets of the packets in hand, for IDRs that come without them: the ones
+        # last seen in-band, else the stream's latest. After a resolution change the decoder
+        # gets the new ones and makes pictures of the new size; each output then encodes at
+        # ``spec.size_for`` of that size (same width cap, the new aspect), with a new encoder.
+        self._latest: tuple[bytes | None, bytes | None] = (None, None)
+        self._params = ParameterSetTracker(lambda: self._latest)
 
     def process(self, batch: Batch) -> Result:
         """Decode the batch and encode, per output size, the frames that are due."""
         if batch.resync:
             self.decoder.skip()
+            # Packets were dropped, maybe one that brought new parameter sets: resume with the
+            # stream's latest, which are the live edge's (where a resync resumes).
+            self._params = ParameterSetTracker(lambda: self._latest)
+        self._latest = batch.sps, batch.pps
         pictures: list[Picture] = []
         for packet in batch.packets:
+            if packet.keyframe:
+                self._params.update(packet.data)  # also from keyframes skipped below
             if not batch.full and (not packet.keyframe or packet.arrival < batch.fresh_after):
                 # Skipping a P-frame breaks the reference chain: keyframes-only from here.
                 self.decoder.skip()
@@ -75,9 +88,8 @@ class Worker:
             self._arrivals[packet.pts] = packet.arrival
             if len(self._arrivals) > _MAX_ARRIVALS:
                 self._arrivals.pop(next(iter(self._arrivals)))
-            frames = self.decoder.decode(
-                packet.data, packet.pts, packet.keyframe, batch.sps, batch.pps
-            )
+            sps, pps = self._params.current
+            frames = self.decoder.decode(packet.data, packet.pts, packet.keyframe, sps, pps)
             for frame in frames:
                 arrival = packet.arrival
                 if frame.pts is not None:
