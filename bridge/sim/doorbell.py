@@ -272,6 +272,7 @@ class _VideoTrack(MediaStreamTrack):
         super().__init__()
         self._settings = settings
         self._encoder = _H264Encoder(settings, settings.size)
+        self._size = settings.size  # what frames are encoded at from the next one on
         self._fps = settings.fps
         self._schedule = deque(settings.scale_schedule)
         self._cut = cut
@@ -285,7 +286,7 @@ class _VideoTrack(MediaStreamTrack):
     @property
     def size(self) -> tuple[int, int]:
         """The size frames are encoded at now (or from the next frame on)."""
-        return self._rebuild[1] if self._rebuild else (self._encoder.width, self._encoder.height)
+        return self._size
 
     def request_keyframe(self) -> None:
         self._force_keyframe = True
@@ -293,11 +294,17 @@ class _VideoTrack(MediaStreamTrack):
     def reconfigure(self, settings: SimMediaSettings, size: tuple[int, int]) -> None:
         """Encode from the next frame on with a new encoder (so: an IDR with new SPS/PPS)."""
         self._settings = settings
+        self._size = size
         self._rebuild = (settings, size)
 
-    def _encode(self, frame_no: int, capture_ms: int, force: bool) -> list[Any]:
+    def _encode(
+        self,
+        frame_no: int,
+        capture_ms: int,
+        force: bool,
+        rebuild: tuple[SimMediaSettings, tuple[int, int]] | None,
+    ) -> list[Any]:
         # Runs in a worker thread; recv() awaits it, so there is never more than one.
-        rebuild, self._rebuild = self._rebuild, None
         if rebuild is not None:
             old = (self._encoder.width, self._encoder.height)
             self._encoder = _H264Encoder(*rebuild)
@@ -318,9 +325,14 @@ class _VideoTrack(MediaStreamTrack):
             while self._schedule and self._schedule[0][0] * self._fps <= self._frame_no:
                 _at, width, height = self._schedule.popleft()
                 self.reconfigure(self._settings, (width, height))
+            # Both switches are taken here, on the loop, so a request arriving while the
+            # worker encodes is kept for the next frame instead of racing the thread.
             force, self._force_keyframe = self._force_keyframe, False
+            rebuild, self._rebuild = self._rebuild, None
             capture_ms = int(time.time() * 1000)
-            packets = await asyncio.to_thread(self._encode, self._frame_no, capture_ms, force)
+            packets = await asyncio.to_thread(
+                self._encode, self._frame_no, capture_ms, force, rebuild
+            )
             self._frame_no += 1
             self._stats.width, self._stats.height = self._encoder.width, self._encoder.height
             self._pending.extend(packets)
