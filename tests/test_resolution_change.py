@@ -8,17 +8,22 @@ import asyncio
 import base64
 import itertools
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import av
 import pytest
+from aiohttp.test_utils import TestClient
 
+from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Stream
-from bridge.media.packet import NAL_IDR, NAL_PPS, NAL_SPS, extract_sps_pps
+from bridge.media.packet import NAL_IDR, NAL_PPS, NAL_SPS, extract_sps_pps, iter_nal_units
 from bridge.media.sps import parse_sps
+from bridge.routes import webrtc as webrtc_routes
 from bridge.rtsp import RtspServer
 from bridge.rtsp.feed import StreamFeed
 
+from .app_util import make_app
 from .fake_doorbell import run
 from .resolution_util import (
     BIG,
@@ -32,6 +37,8 @@ from .test_mjpeg import RigFactory as MjpegRigFactory
 from .test_mjpeg import jpeg_size, read_parts, snapshot
 from .test_mjpeg import make_rig as make_rig  # the MJPEG rig fixture
 from .test_rtsp import RawClient, depacketize, setup_and_play
+from .test_webrtc_out import Browser
+from .test_webrtc_out import Rig as WebRtcRig
 
 BOTH = {BIG, SMALL}
 # What FFmpeg's H.264 decoder says when it meets a slice it cannot decode (missing or wrong
@@ -206,3 +213,43 @@ async def test_mjpeg_and_snapshots_follow_the_new_size(
         got.add(size)
     assert got == set(expected.values())
     await wait_for(lambda: not rig.stream.subscribers)
+
+
+# -- WebRTC out ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def webrtc_rig(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+) -> AsyncIterator[WebRtcRig]:
+    aiortc_patch.restrict_host_candidates(["127.0.0.1"])  # WebRTC stays on loopback
+    connector = ChangingConnector(sparse=True)
+    hub, stream = changing_stream(connector)
+    app = make_app(hub, webrtc_routes.setup)
+    rig = WebRtcRig(await aiohttp_client(app), hub, stream, connector)  # type: ignore[arg-type]
+    yield rig
+    for browser in rig.browsers:
+        await browser.close()
+    await app[webrtc_routes.WEBRTC].close()
+    await hub.close()
+    aiortc_patch.restrict_host_candidates(None)
+
+
+@pytest.mark.slow
+async def test_webrtc_viewers_decode_both_sizes(webrtc_rig: WebRtcRig) -> None:
+    rig = webrtc_rig
+    decoding, passthrough = Browser(), Browser(passthrough=True)
+    await rig.whep(decoding)
+    await rig.whep(passthrough)
+    await decoding.wait_video(55)  # over 3.5 s: at least two changes
+    await passthrough.wait_video(55)
+    sizes = [(f.width, f.height) for _, f in decoding.video]
+    assert set(sizes) == BOTH
+    assert sum(a != b for a, b in itertools.pairwise(sizes)) >= 2
+    # What went on the wire: every IDR carries the parameter sets it needs, so a decoder that
+    # starts at any of them (a browser after a PLI, say) decodes it on its own.
+    keys = [p for _, p in passthrough.video if p.keyframe]
+    alone = [_decode_alone(list(iter_nal_units(p.data))) for p in keys]
+    assert all(len(s) == 1 for s in alone), alone
+    assert {s[0] for s in alone} == BOTH
+    assert set(sizes_of([p for _, p in passthrough.video])) == BOTH

@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from bridge.media.buffers import StreamEnded, Subscriber
 from bridge.media.packet import NAL_AUD, NAL_PPS, NAL_SPS, MediaPacket, h264_nal_types
+from bridge.media.sps import ParameterSetTracker
 
 __all__ = ["AudioRelayTrack", "H264RelayTrack", "RelayFeed", "with_parameter_sets"]
 
@@ -116,7 +117,10 @@ class H264RelayTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self._feed = feed
-        self._parameter_sets = parameter_sets
+        # A resolution change arrives as new SPS/PPS in front of an IDR and is forwarded as is;
+        # an IDR without them gets the ones this viewer last saw in-band (else the stream's
+        # latest), so a viewer behind a change is not handed the new sets for an old IDR.
+        self._params = ParameterSetTracker(parameter_sets)
         self._last_in: int | None = None
         self._out = 0
         self.frames = 0
@@ -139,7 +143,8 @@ class H264RelayTrack(MediaStreamTrack):
         self._last_in = packet.pts
         data = packet.data
         if packet.keyframe:
-            data = with_parameter_sets(data, *self._parameter_sets())
+            self._params.update(data)
+            data = with_parameter_sets(data, *self._params.current)
             self.keyframes += 1
             if self.first_keyframe_at is None:
                 self.first_keyframe_at = now
