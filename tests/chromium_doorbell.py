@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,10 @@ async def chromium_doorbell(
     fps: int = 15,
     browser: Any = None,
 ) -> AsyncIterator[ChromiumDoorbell]:
-    """Chromium as ``bell``'s KVS master until the block ends (``source``: camera or canvas)."""
+    """Chromium as ``bell``'s KVS master until the block ends (``source``: camera or canvas).
+
+    Pass the ``browser`` of another ChromiumDoorbell to run several doorbells in one Chromium.
+    """
     if not HAVE_CHROMIUM:
         pytest.fail(f"{CHROMIUM} is missing: run scripts/bootstrap --test")
     bell.external_master = True
@@ -86,24 +89,21 @@ async def chromium_doorbell(
     )
     arn = parse_qs(urlsplit(bell.master_url()).query)["X-Amz-ChannelARN"][0]
     try:
-        async with async_playwright() as playwright:
-            own = browser is None
-            if own:
+        async with AsyncExitStack() as stack:
+            if browser is None:
+                playwright = await stack.enter_async_context(async_playwright())
                 browser = await playwright.chromium.launch(
                     executable_path=str(CHROMIUM), args=ARGS + MEDIA_ARGS
                 )
+                stack.push_async_callback(browser.close)
             context = await browser.new_context(permissions=["camera", "microphone"])
+            stack.push_async_callback(context.close)
             page = await context.new_page()
             watch = Watch(page)
-            try:
-                await page.goto(page_url)
-                await page.evaluate("window.ready")
-                await asyncio.wait_for(world.kvs.wait_master(arn), 10)
-                yield ChromiumDoorbell(bell, arn, browser, page, watch, page_url)
-            finally:
-                await context.close()
-                if own:
-                    await browser.close()
+            await page.goto(page_url)
+            await page.evaluate("window.ready")
+            await asyncio.wait_for(world.kvs.wait_master(arn), 10)
+            yield ChromiumDoorbell(bell, arn, browser, page, watch, page_url)
     finally:
         bell.external_master = False
         await runner.cleanup()

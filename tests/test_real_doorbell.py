@@ -7,17 +7,26 @@ if the bridge asks the doorbell for keyframes; the master's own getStats is the 
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import av
+import numpy as np
+import numpy.typing as npt
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from bridge.sim.picture import read_stamp
 from bridge.sim.world import SimWorld
 
 from .chromium_doorbell import chromium_doorbell
 from .fake_doorbell import run
-from .serve_util import FRONT, BridgeFactory
+from .serve_util import FRONT, BridgeFactory, get_json
+from .web_util import PLAYBACK, frames, new_page, playing, stamp_or_none, until
 
 pytestmark = pytest.mark.slow
 
@@ -52,3 +61,276 @@ async def test_bridge_gets_live_pictures_from_a_chromium_doorbell(
             assert local.startswith("127.0.0.1:"), peer
             ports = {c.split()[5] for c in peer["viewerCandidates"] if c.split()[4] == "127.0.0.1"}
             assert remote.rsplit(":", 1)[1] in ports, peer
+
+
+# -- late joiners ---------------------------------------------------------------------------------
+
+SIZE = (640, 480)  # both master pages draw this; every picture is scaled back to it to read
+LATE_AT = 60.0  # seconds into the session
+WAIT = 30.0  # what each late consumer gets to show its pictures
+PREROLL = 5.0  # record.preroll, the default
+KEYFRAME_INTERVAL = 2.0  # streams.keyframe_interval, the default
+# front-door is kept warm (pre-roll for clips: periodic keyframe requests); back-garden is only
+# kept live by an RTSP reader, so its late joiners depend on keyframes requested on demand.
+CONFIG = """
+[record.devices.front-door]
+keep_warm = true
+"""
+
+
+@dataclass
+class Seen:
+    """What one late consumer got: when its pictures came and how old they were."""
+
+    name: str
+    started: float  # wall-clock time the consumer started
+    first: float | None = None  # seconds from start to its first picture
+    pictures: int = 0
+    ages: list[float] = field(default_factory=list)  # receive time - capture time, seconds
+    captured: float | None = None  # first stamped picture's capture time, from start
+    detail: str = ""
+
+    def picture(self, gray: npt.NDArray[np.uint8] | None) -> None:
+        """Count a picture (a 640x480 luma plane, stamp read when given)."""
+        now = time.time()
+        if self.first is None:
+            self.first = now - self.started
+        self.pictures += 1
+        if gray is not None:
+            _, captured_ms = read_stamp(gray)
+            self.ages.append(now - captured_ms / 1000)
+            if self.captured is None:
+                self.captured = captured_ms / 1000 - self.started
+
+    def __str__(self) -> str:
+        first = "never" if self.first is None else f"{self.first:.2f} s"
+        ages = f"ages {self.ages[0]:.2f}..{self.ages[-1]:.2f} s" if self.ages else "no stamps"
+        shot = "" if self.captured is None else f", first one captured at {self.captured:+.2f} s"
+        return (
+            f"{self.name}: first picture {first}{shot}, {self.pictures} pictures, {ages} "
+            f"{self.detail}"
+        )
+
+
+def _gray(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+    plane: npt.NDArray[np.uint8] = frame.reformat(
+        width=SIZE[0], height=SIZE[1], format="gray"
+    ).to_ndarray()
+    return plane
+
+
+async def _ffmpeg_pictures(seen: Seen, count: int, *input_args: str) -> Seen:
+    """Decode ``count`` pictures with ffmpeg, scaled to 640x480 luma so the stamp is read."""
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-v", "error", *input_args, "-frames:v", str(count),
+        "-vf", f"scale={SIZE[0]}:{SIZE[1]}", "-pix_fmt", "gray", "-f", "rawvideo", "-",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    size = SIZE[0] * SIZE[1]
+    try:
+        async with asyncio.timeout(WAIT):
+            while seen.pictures < count:
+                data = await proc.stdout.readexactly(size)
+                seen.picture(np.frombuffer(data, np.uint8).reshape(SIZE[1], SIZE[0]))
+    except (TimeoutError, asyncio.IncompleteReadError) as err:
+        seen.detail = f"({type(err).__name__})"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        err_text = (await proc.stderr.read()).decode(errors="replace").strip()
+        if err_text and seen.pictures < count:
+            seen.detail += f" ffmpeg: {err_text[-300:]}"
+    return seen
+
+
+async def _snapshot(seen: Seen, url: str) -> Seen:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        source = resp.headers.get("X-Snapshot-Source")
+        body = await resp.read()
+    seen.detail = f"(HTTP {resp.status}, source {source})"
+    if resp.status == 200 and source == "live":
+        with av.open(io.BytesIO(body), format="mjpeg") as container:
+            seen.picture(_gray(next(container.decode(video=0))))
+    return seen
+
+
+async def _whep(seen: Seen, base: str, name: str, count: int) -> Seen:
+    pc = RTCPeerConnection()
+    video = pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                base + f"api/webrtc?src={name}",
+                data=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp"},
+            ) as resp:
+                seen.detail = f"(HTTP {resp.status})"
+                if resp.status != 201:
+                    return seen
+                answer = await resp.text()
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            async with asyncio.timeout(WAIT):
+                while seen.pictures < count:
+                    frame = await video.receiver.track.recv()
+                    assert isinstance(frame, av.VideoFrame)
+                    seen.picture(_gray(frame))
+    except TimeoutError:
+        seen.detail += " (TimeoutError)"
+    finally:
+        await pc.close()
+    return seen
+
+
+async def _web_page(seen: Seen, browser: Any, url: str) -> Seen:
+    page, watch = await new_page(browser, width=800, height=600)
+    try:
+        await page.goto(url)
+        await until(lambda: frames(page, "#live-video"), WAIT, step=0.05)
+        seen.picture(None)
+        await playing(page)  # frames keep coming and the clock moves
+        got = await until(lambda: stamp_or_none(page, "#live-video"), 10)
+        seen.ages.append(got[1] / 1000)
+        seen.pictures = (await page.evaluate(PLAYBACK, "#live-video"))["frames"]
+        seen.detail = f"(transport {await page.text_content('#transport')})"
+    except TimeoutError:
+        seen.detail = f"(TimeoutError; transport {await page.text_content('#transport')})"
+    finally:
+        seen.detail += f" errors {watch.errors}" if watch.errors else ""
+        await page.context.close()
+    return seen
+
+
+async def _clip(base: str, name: str) -> tuple[float, dict[str, Any], float | None]:
+    """(request time, the clip's row, first frame's capture time) of a 3-s manual clip."""
+    async with aiohttp.ClientSession() as http:
+        asked = time.time()
+        async with http.post(base + f"api/record?src={name}") as resp:
+            assert resp.status == 202, await resp.text()
+        await asyncio.sleep(3)
+        async with http.post(base + f"api/record?src={name}&action=stop") as resp:
+            stopped = await resp.json()
+        clip: dict[str, Any] = stopped["clip"] or {}
+        if not clip:
+            return asked, clip, None
+        async with http.get(base + clip["video_url"].lstrip("/")) as resp:
+            video = await resp.read()
+    with av.open(io.BytesIO(video)) as container:
+        first = next(container.decode(container.streams.video[0]))
+    _, captured_ms = read_stamp(_gray(first))
+    return asked, clip, captured_ms / 1000
+
+
+async def _progress(proc: asyncio.subprocess.Process, frames: list[int]) -> None:
+    """Follow ``ffmpeg -progress pipe:1``: the frames decoded so far."""
+    assert proc.stdout is not None
+    async for line in proc.stdout:
+        key, _, value = line.decode().strip().partition("=")
+        if key == "frame":
+            frames.append(int(value))
+
+
+async def _state(base: str, name: str) -> str:
+    _, body = await get_json(base + f"api/streams?src={name}")
+    state: str = body["state"]
+    return state
+
+
+@pytest.mark.timeout(200)
+async def test_consumers_joining_a_minute_in_get_pictures_and_clips_their_preroll(
+    world: SimWorld, make_bridge: BridgeFactory
+) -> None:
+    async with (
+        chromium_doorbell(world, world.doorbell("Back Garden"), source="canvas") as back,
+        chromium_doorbell(
+            world, world.doorbell(FRONT), source="canvas", browser=back.browser
+        ) as front,
+    ):
+        bridge = await make_bridge(CONFIG)
+        base, name = bridge.http_url, "back-garden"
+        # t = 0: one RTSP reader keeps back-garden live (front-door is kept warm by the config).
+        reader = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-v", "error", "-rtsp_transport", "tcp", "-i", bridge.rtsp_url + name,
+            "-f", "null", "-", "-progress", "pipe:1", "-nostats",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        read: list[int] = []
+        follow = asyncio.create_task(_progress(reader, read))
+        try:
+            await until(lambda: _live(base, name), 20)
+            session_start = time.time()
+            await until(lambda: _live(base, "front-door"), 20)
+            await asyncio.sleep(LATE_AT - (time.time() - session_start))
+            before = (await back.stats())["total"]
+            front_before = (await front.stats())["total"]
+            late = [
+                ("rtsp-tcp", "-rtsp_transport", "tcp", "-i", bridge.rtsp_url + name),
+                ("rtsp-udp", "-rtsp_transport", "udp", "-i", bridge.rtsp_url + name),
+                ("ll-hls", "-i", base + f"api/stream.m3u8?src={name}"),
+                ("hls", "-i", base + f"api/stream.m3u8?src={name}&ll=0"),
+                ("mjpeg", "-f", "mpjpeg", "-i", base + f"api/stream.mjpeg?src={name}"),
+            ]
+            now = time.time()
+            results = await asyncio.gather(
+                *(_ffmpeg_pictures(Seen(n, now), 3 if n == "mjpeg" else 10, *a) for n, *a in late),
+                _snapshot(Seen("frame.jpeg", now), base + f"api/frame.jpeg?src={name}"),
+                _whep(Seen("whep", now), base, name, 10),
+                _web_page(Seen("page", now), back.browser, base + f"#/live/{name}"),
+                _clip(base, "front-door"),
+            )
+            seen: list[Seen] = list(results[:-1])
+            asked, clip, first_captured = results[-1]
+            after = await back.stats()
+            front_after = await front.stats()
+        finally:
+            reader.kill()
+            await reader.wait()
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+
+    report = "\n".join(str(s) for s in seen)
+    total = after["total"]
+    print(
+        f"\nlate consumers at {LATE_AT:.0f} s (back-garden, RTSP reader since 0 s: "
+        f"{read[-1] if read else 0} frames):\n{report}\n"
+        f"back-garden master before joiners: {before}\nafter: {total}\n"
+        f"front-door master before: {front_before}\nafter: {front_after['total']}"
+    )
+    failed = [s for s in seen if s.pictures == 0]
+    assert not failed, report
+    # The doorbell sends no keyframe unasked, so each consumer's first picture is a keyframe
+    # the bridge asked for when it joined, or the cached GOP if at most keyframe_interval old:
+    # never a stale burst from long ago, nor a wait for a keyframe nobody asked for.
+    late = [
+        s
+        for s in seen
+        if s.captured is not None and not -(KEYFRAME_INTERVAL + 0.5) <= s.captured <= 1.5
+    ]
+    assert not late, report
+    # ...and what they show stays live (ffmpeg buffers about 2 s of it before decoding).
+    stale = [s for s in seen if s.ages and s.ages[-1] > 5.0]
+    assert not stale, report
+    # The bridge's requests reached the sender, and it answered them.
+    assert total["pliCount"] + total["firCount"] > before["pliCount"] + before["firCount"]
+    assert total["keyFramesEncoded"] > before["keyFramesEncoded"] >= 1
+
+    # The clip asked for at 60 s reaches back the pre-roll, give or take one keyframe request:
+    # while kept warm the bridge asks every keyframe_interval, so the ring holds a keyframe at
+    # most that (plus the request's round trip and a frame: 0.5 s on a busy 2-core box) before
+    # the pre-roll point; the hub may also start from the keyframe just after it.
+    assert first_captured is not None, f"no clip: {clip}"
+    reached = asked - first_captured
+    print(
+        f"clip asked at {LATE_AT:.0f} s: first frame captured {reached:.2f} s before the "
+        f"request (index says pre-roll {clip['preroll']:.2f} s, {clip['duration']:.2f} s long)"
+    )
+    assert PREROLL - 0.5 <= reached <= PREROLL + KEYFRAME_INTERVAL + 0.5, clip
+    assert abs(reached - clip["preroll"]) < 0.3, clip
+
+
+async def _live(base: str, name: str) -> bool:
+    return await _state(base, name) == "live"

@@ -91,14 +91,16 @@ function stampBits(frameNo, captureMs) {
 }
 
 function drawCard(g, frameNo, captureMs) {
-  // A scrolling gradient gives the encoder real motion to code in every P-frame.
-  const shift = (frameNo * 8) % (2 * WIDTH);
-  const grad = g.createLinearGradient(-shift, 0, 2 * WIDTH - shift, HEIGHT);
+  // A still gradient with a bar sweeping across: motion for every P-frame, but never a scene
+  // change. (A scrolling gradient that wrapped around made OpenH264's scene-change detection
+  // encode an unasked IDR each wrap, every ~10 s; a camera on a doorstep does not do that.)
+  const grad = g.createLinearGradient(0, 0, WIDTH, HEIGHT);
   grad.addColorStop(0, '#304060');
-  grad.addColorStop(0.5, '#a0a070');
-  grad.addColorStop(1, '#304060');
+  grad.addColorStop(1, '#a0a070');
   g.fillStyle = grad;
   g.fillRect(0, 0, WIDTH, HEIGHT);
+  g.fillStyle = '#d0d0d0';
+  g.fillRect((frameNo * 4) % WIDTH, 120, 24, HEIGHT - 200);
   const perRow = Math.floor((WIDTH - 2 * MARGIN) / BLOCK);
   stampBits(frameNo, captureMs).forEach((bit, i) => {
     g.fillStyle = bit ? '#ffffff' : '#000000';
