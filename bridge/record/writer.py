@@ -3,12 +3,26 @@
 The loop hands packets over with ``put`` (a queue append, microseconds); the thread remuxes
 them with ``Mp4Writer`` and fsyncs now and then. A write error (a full disk) stops the muxing
 but not the thread: the clip is closed as far as it got, and the error is reported.
+
+Resolution changes mid-clip (libwebrtc's quality scaler: a new SPS/PPS in front of an IDR) stay
+in one clip, with the new parameter sets in-band at the change. A user asked for one clip of a
+doorbell press, not two because the encoder changed size in the middle, and a clip split at a
+change would leave the second part without the event's index row (or with a duplicate). The
+alternatives were checked: FFmpeg's mp4 muxer, through PyAV, keeps the ``avc1`` sample entry
+(a ``codec_tag`` of ``avc3``, which declares in-band parameter sets, is ignored) and cannot add
+a second sample description to a fragmented file. FFmpeg, and so ffprobe, VLC, mpv and
+Chromium's <video>, follow in-band parameter sets in ``avc1`` samples: the tests play such a
+clip through two changes in ffmpeg and in Chromium. The track header keeps the first size.
+Every keyframe is written with its parameter sets in front (the ones last seen in-band when
+it came without), so a player that seeks past a change decodes the IDR it lands on instead of
+applying the ``avcC``'s first-size SPS to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -16,13 +30,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bridge.media.mp4 import Mp4Writer
-from bridge.media.packet import MediaPacket
+from bridge.media.packet import NAL_PPS, NAL_SPS, MediaPacket, h264_nal_types
+from bridge.media.sps import ParameterSetTracker
 from bridge.record.mp4file import fsync_path
 
 __all__ = ["ClipWriter"]
 
 _LOGGER = logging.getLogger(__name__)
 _TRANSCODABLE = ("opus", "pcmu", "pcma")  # what AacTranscoder takes
+_START = b"\x00\x00\x00\x01"
 
 
 class ClipWriter:
@@ -47,6 +63,7 @@ class ClipWriter:
         self._fsync_every = fsync_every
         self._max_backlog = max_backlog
         self._skip_to_keyframe = False
+        self._params = ParameterSetTracker()
         self._queue: queue.SimpleQueue[MediaPacket | None] = queue.SimpleQueue()
         self._loop = asyncio.get_running_loop()
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -74,7 +91,20 @@ class ClipWriter:
                 self.dropped += 1
                 return
             self._skip_to_keyframe = False
+        if packet.kind == "video" and packet.keyframe:
+            packet = self._with_parameter_sets(packet)
         self._queue.put(packet)
+
+    def _with_parameter_sets(self, key: MediaPacket) -> MediaPacket:
+        self._params.update(key.data)
+        sps, pps = self._params.current
+        types = h264_nal_types(key.data)
+        prefix = b""
+        if sps is not None and NAL_SPS not in types:
+            prefix += _START + sps
+        if pps is not None and NAL_PPS not in types:
+            prefix += _START + pps
+        return dataclasses.replace(key, data=prefix + key.data) if prefix else key
 
     def finish(self) -> None:
         """No more packets: close the file once the queue is written. Safe to call twice."""
