@@ -118,14 +118,18 @@ class Browser:
 
 
 class CountingSession(LiveSession):
-    """The fake doorbell, counting keyframe requests (PLI) forwarded by the bridge."""
+    """The fake doorbell, counting the PLIs forwarded by the bridge.
+
+    FIRs are not counted: the hub follows a PLI with a FIR when no keyframe comes within
+    0.5 s, and this doorbell's own keyframes come only once a second.
+    """
 
     def __init__(self, duration: float | None, audio: bool) -> None:
         super().__init__(duration, audio)
         self.keyframe_requests = 0
 
     def request_keyframe(self, kind: str = "pli") -> None:
-        self.keyframe_requests += 1
+        self.keyframe_requests += kind == "pli"
 
 
 @dataclass
