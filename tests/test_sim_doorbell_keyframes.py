@@ -167,7 +167,7 @@ def test_gate_rules_with_a_hand_clock() -> None:
 
 
 async def test_one_keyframe_at_start_then_only_when_asked() -> None:
-    async with link(SimMediaSettings(**SMALL)) as peer:
+    async with link(SimMediaSettings(keyframes="on_request", **SMALL)) as peer:
         await peer.frames(40)  # more than 2 s at 15 fps: the old GOP would have keyed again
         stats = peer.doorbell.stats
         assert stats.keyframe_requests == 0  # nobody asked
@@ -183,7 +183,9 @@ async def test_one_keyframe_at_start_then_only_when_asked() -> None:
 
 
 async def test_pli_throttle_and_ssrc_rules() -> None:
-    async with link(SimMediaSettings(image_quality=0)) as peer:  # with audio: BUNDLE'd SSRCs
+    async with link(
+        SimMediaSettings(keyframes="on_request", image_quality=0)
+    ) as peer:  # with audio: BUNDLE'd SSRCs
         stats = peer.doorbell.stats
         assert peer.audio_ssrc is not None
         # Two PLIs 50 ms apart: libwebrtc acts on the first only (300 ms minimum interval).
@@ -208,7 +210,7 @@ async def test_pli_throttle_and_ssrc_rules() -> None:
 
 
 async def test_fir_needs_a_new_sequence_number() -> None:
-    async with link(SimMediaSettings(**SMALL)) as peer:
+    async with link(SimMediaSettings(keyframes="on_request", **SMALL)) as peer:
         stats = peer.doorbell.stats
         before = len(peer.video)
         await peer.fir(seq=1)
@@ -232,7 +234,7 @@ async def test_fir_needs_a_new_sequence_number() -> None:
 
 async def test_bridge_fir_reaches_the_doorbell() -> None:
     """The bridge's own FIR (aiortc_patch.request_keyframe) is honoured, each time anew."""
-    async with link(SimMediaSettings(**SMALL)) as peer:
+    async with link(SimMediaSettings(keyframes="on_request", **SMALL)) as peer:
         receiver = peer.source._transceivers["video"].receiver
         for expected in (1, 2):
             assert await aiortc_patch.request_keyframe(receiver, "fir")
