@@ -38,7 +38,7 @@ async def world() -> AsyncIterator[SimWorld]:
 async def test_clip_holds_the_preroll_by_the_doorbells_own_clock(
     world: SimWorld, tmp_path: Path
 ) -> None:
-    world.doorbell(FRONT).configure(image_quality=0, fps=15)  # 854x480, GOP 2 s
+    world.doorbell(FRONT).configure(image_quality=0, fps=15)  # 854x480
     world.cloud.devices[FRONT].settings["image_quality"] = 0
     async with aiohttp.ClientSession() as http:
         client = SkyBellClient(
@@ -55,9 +55,13 @@ async def test_clip_holds_the_preroll_by_the_doorbells_own_clock(
         recorder = Recorder(hub, store, options)
         await recorder.start()
         try:
+            # Kept warm, as record.keep_warm does: pre-roll is wanted, so the hub asks an
+            # on-request doorbell for a keyframe every keyframe_interval (2 s). Without that the
+            # only keyframe would be the session's first, 9 s back.
+            stream.keep_warm(60)
             with stream.subscribe("viewer") as viewer:
                 await asyncio.wait_for(viewer.get(), 30)
-                await asyncio.sleep(6.5)  # live for more than the pre-roll
+                await asyncio.sleep(9.0)  # live for well more than the pre-roll
                 assert stream.state == "live"
                 triggered_ms = time.time() * 1000
                 job = await recorder.trigger("front-door", "doorbell")
@@ -88,7 +92,7 @@ async def test_clip_holds_the_preroll_by_the_doorbells_own_clock(
         f"post-roll {after:.2f} s, {len(stamps)} frames, {clip.duration:.2f} s"
     )
     assert measured >= 5.0
-    assert measured <= 5.0 + 2.0 + 0.5  # at most one GOP more than asked
+    assert measured <= 5.0 + 2.0 + 0.5  # at most one keyframe interval more than asked
     assert abs(measured - clip.preroll) < 0.3
     assert after >= 2.0 - 0.2
     assert abs(len(stamps) / 15 - clip.duration) < 0.2
