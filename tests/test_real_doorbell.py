@@ -57,6 +57,7 @@ async def test_bridge_gets_live_pictures_from_a_chromium_doorbell(
         assert live, stats
         assert {p["mimeType"] for p in live} == {"video/H264"}
         assert stats["total"]["framesEncoded"] > 10
+        assert door.watch.errors == []
         for peer in live:  # media between 127.0.0.1 ports only (the remote is peer-reflexive)
             local, remote = peer["pair"].split(" <-> ")
             assert local.startswith("127.0.0.1:"), peer
