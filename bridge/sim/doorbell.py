@@ -1,9 +1,7 @@
 """The simulated doorbell's media: an aiortc peer in the KVS *master* role that answers offers.
 
-Video is real H.264 from PyAV's libx264 (not aiortc's encoder, which is Baseline-only and
-cannot be told the GOP): the track returns pre-encoded ``av.Packet`` objects, which aiortc's
-RTCRtpSender only packetizes. Each picture carries a burned-in clock, frame counter and a
-machine-readable stamp (see picture.py). Audio is a 440 Hz tone through aiortc's encoders.
+The media (libx264 video with a burned-in clock, a tone) is in tracks.py; what it sends and
+counts is in media_settings.py.
 
 Keyframes behave like a libwebrtc (Chromium) sender, unkind parts included:
 
@@ -12,9 +10,7 @@ Keyframes behave like a libwebrtc (Chromium) sender, unkind parts included:
   the video SSRC, a FIR's repeated sequence number is ignored, 300 ms between keyframes).
 * ``keyframes="gop"``: a camera-style fixed interval of ``gop_seconds``, and PLI/FIR as above.
 
-The default mode of every ``SimMediaSettings`` built without an explicit ``keyframes`` comes
-from the env var ``SKYBELL_BRIDGE_SIM_KEYFRAMES`` (``on_request`` or ``gop``), so a whole test
-run can be switched; settings a test passes explicitly win.
+The default mode comes from the env var ``SKYBELL_BRIDGE_SIM_KEYFRAMES`` (media_settings.py).
 
 NACKs are answered by aiortc with RTX on its own SSRC (``a=ssrc-group:FID`` and ``apt=`` as
 Chrome negotiates them). The resolution can change mid-stream like libwebrtc's quality
@@ -30,22 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fractions
 import inspect
 import logging
-import math
-import os
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-import av
-import numpy as np
 from aiortc import (
-    MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -59,7 +48,17 @@ from bridge.media.webrtc_source import parse_candidate
 from bridge.tasks import TaskSet
 
 from .feedback import KeyframeGate
-from .picture import render_frame
+from .media_settings import (
+    AUDIO_MIME,
+    KEYFRAMES_ENV,
+    LIVE_FIELDS,
+    KeyframeMode,
+    SimMediaSettings,
+    SimPeerStats,
+    check_resolution,
+    resolution_for,
+)
+from .tracks import Cut, ToneTrack, VideoTrack
 
 __all__ = [
     "KEYFRAMES_ENV",
@@ -73,306 +72,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Profile = Literal["baseline", "main", "high"]
-AudioCodec = Literal["opus", "pcmu", "pcma"]
-KeyframeMode = Literal["on_request", "gop"]
-KEYFRAMES_ENV = "SKYBELL_BRIDGE_SIM_KEYFRAMES"
-_KEYFRAME_MODES: tuple[KeyframeMode, ...] = ("on_request", "gop")
-# What SimDoorbellPeer.update can change while a viewer is connected.
-LIVE_FIELDS = frozenset({"loss_percent", "retransmit", "keyframes", "gop_seconds", "resolution"})
 CandidateCallback = Callable[[str, str | None, int | None], Awaitable[None] | None]
-
-# SkyBell image_quality -> (width, height, default bitrate). 0 is the 16:9 480p SkyBell uses.
-_QUALITIES: dict[int, tuple[int, int, int]] = {
-    0: (854, 480, 800_000),
-    1: (1280, 720, 1_000_000),
-    2: (1280, 720, 2_000_000),
-    3: (1920, 1080, 4_000_000),
-}
-_AUDIO_MIME = {"opus": "audio/opus", "pcmu": "audio/PCMU", "pcma": "audio/PCMA"}
-
-
-def resolution_for(image_quality: int) -> tuple[int, int, int]:
-    """(width, height, bitrate) for a SkyBell ``image_quality`` setting (0-3)."""
-    try:
-        return _QUALITIES[image_quality]
-    except KeyError:
-        raise ValueError(f"image_quality must be 0-3, not {image_quality}") from None
-
-
-def check_resolution(width: int, height: int) -> tuple[int, int]:
-    """Validate a picture size (even, big enough for the stamp); return it."""
-    if not (160 <= width <= 3840 and 90 <= height <= 2160) or width % 2 or height % 2:
-        raise ValueError(f"resolution must be even, 160x90 to 3840x2160, not {width}x{height}")
-    return width, height
-
-
-def _default_keyframe_mode() -> KeyframeMode:
-    value = os.environ.get(KEYFRAMES_ENV, "on_request").strip() or "on_request"
-    for mode in _KEYFRAME_MODES:
-        if value == mode:
-            return mode
-    raise ValueError(f"{KEYFRAMES_ENV} must be one of {_KEYFRAME_MODES}, not {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class SimMediaSettings:
-    """What the simulated doorbell sends, and which faults it injects."""
-
-    image_quality: int = 1
-    fps: int = 15
-    bitrate: int | None = None  # None: the quality's default
-    profile: Profile = "main"
-    # on_request: one IDR, then only on PLI/FIR (libwebrtc). gop: also every gop_seconds.
-    keyframes: KeyframeMode = field(default_factory=_default_keyframe_mode)
-    gop_seconds: float = 2.0  # keyframe interval in "gop" mode
-    resolution: tuple[int, int] | None = None  # None: the image_quality's size
-    # Quality-scaler script: (seconds after the first frame, width, height), in order.
-    scale_schedule: tuple[tuple[float, int, int], ...] = ()
-    audio_codec: AudioCodec | None = "opus"  # None: no audio m-line answered
-    loss_percent: float = 0.0  # outgoing RTP dropped at random
-    retransmit: bool = True  # False: NACKed packets are lost too (forces PLI recovery)
-    cut_after: float | None = None  # seconds of media before the stream is cut
-    trickle: bool = False  # answer without candidates and trickle them via on_candidate
-    label: str = "SIM DOORBELL"
-    seed: int | None = None  # for reproducible loss
-
-    def __post_init__(self) -> None:
-        resolution_for(self.image_quality)
-        if self.keyframes not in _KEYFRAME_MODES:
-            raise ValueError(f"keyframes must be one of {_KEYFRAME_MODES}, not {self.keyframes!r}")
-        if not self.gop_seconds > 0:
-            raise ValueError(f"gop_seconds must be positive, not {self.gop_seconds}")
-        if not 1 <= self.fps <= 60:
-            raise ValueError(f"fps must be 1-60, not {self.fps}")
-        if self.profile not in aiortc_patch.H264_PROFILE_LEVEL_IDS:
-            raise ValueError(f"profile must be baseline, main or high, not {self.profile!r}")
-        if self.audio_codec is not None and self.audio_codec not in _AUDIO_MIME:
-            raise ValueError(
-                f"audio_codec must be opus, pcmu, pcma or null, not {self.audio_codec!r}"
-            )
-        if not 0 <= self.loss_percent <= 100:
-            raise ValueError(f"loss_percent must be 0-100, not {self.loss_percent}")
-        if self.resolution is not None:
-            check_resolution(*self.resolution)
-        for _at, width, height in self.scale_schedule:
-            check_resolution(width, height)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the first frame."""
-        return self.resolution or resolution_for(self.image_quality)[:2]
-
-
-@dataclass(slots=True)
-class SimPeerStats:
-    """Counters a test can read (``as_dict`` for the control API)."""
-
-    frames_sent: int = 0
-    keyframes_sent: int = 0
-    keyframe_requests: int = 0  # PLI + FIR received, whatever became of them
-    pli_received: int = 0
-    fir_received: int = 0
-    nack_received: int = 0  # NACK packets
-    nacked_packets: int = 0  # sequence numbers they asked for
-    rtx_sent: int = 0  # retransmissions that left on the RTX SSRC
-    keyframe_requests_honoured: int = 0
-    keyframe_requests_ignored: int = 0  # the sum of the three reasons below
-    ignored_throttled: int = 0
-    ignored_wrong_ssrc: int = 0
-    ignored_repeated_fir: int = 0
-    resolution_changes: int = 0
-    width: int = 0  # of the last frame sent
-    height: int = 0
-    rtp_dropped: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """Every counter by name."""
-        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
-
-
-class _Cut:
-    """Shared by both tracks and the loss filter: once cut, nothing more is sent."""
-
-    def __init__(self, after: float | None) -> None:
-        self._after = after
-        self._start: float | None = None
-        self._forever = asyncio.Event()  # never set: a cut track waits until it is stopped
-
-    def started(self) -> None:
-        if self._start is None:
-            self._start = time.monotonic()
-
-    @property
-    def active(self) -> bool:
-        return (
-            self._after is not None
-            and self._start is not None
-            and time.monotonic() - self._start >= self._after
-        )
-
-    async def hang(self) -> None:
-        await self._forever.wait()
-
-
-class _H264Encoder:
-    """libx264 via PyAV; used from one worker thread at a time."""
-
-    def __init__(self, settings: SimMediaSettings, size: tuple[int, int]) -> None:
-        width, height = size
-        default_bitrate = resolution_for(settings.image_quality)[2]
-        self.width, self.height, self.fps = width, height, settings.fps
-        self.label = settings.label
-        if settings.keyframes == "gop":
-            # Keyframes exactly every GOP, never on scene cuts, so tests can predict them.
-            gop = max(1, round(settings.gop_seconds * settings.fps))
-            keyint = f"keyint={gop}:min-keyint={gop}"
-        else:
-            # libwebrtc: the first frame is an IDR (a new encoder's always is), then none
-            # unless asked for.
-            keyint = "keyint=infinite"
-        codec = av.CodecContext.create("libx264", "w")
-        codec.width, codec.height = width, height
-        codec.pix_fmt = "yuv420p"
-        codec.time_base = fractions.Fraction(1, settings.fps)
-        codec.framerate = fractions.Fraction(settings.fps, 1)
-        codec.bit_rate = settings.bitrate or default_bitrate
-        codec.options = {
-            "preset": "superfast" if height <= 720 else "ultrafast",
-            "tune": "zerolatency",  # no lookahead, no B-frames: one packet out per frame in
-            "profile": settings.profile,
-            "forced-idr": "1",  # a forced keyframe (PLI) must be an IDR, not a recovery point
-            # No scene-cut keyframes either: each one is on schedule or asked for.
-            # SPS/PPS stay in-band before every IDR (no global header), as a camera sends them.
-            "x264-params": f"{keyint}:scenecut=0:bframes=0",
-        }
-        self._codec = codec
-
-    def encode(self, frame_no: int, capture_ms: int, keyframe: bool) -> list[Any]:
-        picture = render_frame(self.width, self.height, frame_no, capture_ms, self.label)
-        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
-        frame.pts = frame_no
-        frame.time_base = self._codec.time_base
-        frame.pict_type = (
-            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
-        )
-        packets = list(self._codec.encode(frame))
-        for packet in packets:
-            packet.time_base = self._codec.time_base
-        return packets
-
-
-class _VideoTrack(MediaStreamTrack):
-    """Paces frames in real time and encodes each off the event loop."""
-
-    kind = "video"
-
-    def __init__(self, settings: SimMediaSettings, cut: _Cut, stats: SimPeerStats) -> None:
-        super().__init__()
-        self._settings = settings
-        self._encoder = _H264Encoder(settings, settings.size)
-        self._size = settings.size  # what frames are encoded at from the next one on
-        self._fps = settings.fps
-        self._schedule = deque(settings.scale_schedule)
-        self._cut = cut
-        self._stats = stats
-        self._frame_no = 0
-        self._start: float | None = None
-        self._force_keyframe = False
-        self._rebuild: tuple[SimMediaSettings, tuple[int, int]] | None = None
-        self._pending: deque[Any] = deque()
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """The size frames are encoded at now (or from the next frame on)."""
-        return self._size
-
-    def request_keyframe(self) -> None:
-        self._force_keyframe = True
-
-    def reconfigure(self, settings: SimMediaSettings, size: tuple[int, int]) -> None:
-        """Encode from the next frame on with a new encoder (so: an IDR with new SPS/PPS)."""
-        self._settings = settings
-        self._size = size
-        self._rebuild = (settings, size)
-
-    def _encode(
-        self,
-        frame_no: int,
-        capture_ms: int,
-        force: bool,
-        rebuild: tuple[SimMediaSettings, tuple[int, int]] | None,
-    ) -> list[Any]:
-        # Runs in a worker thread; recv() awaits it, so there is never more than one.
-        if rebuild is not None:
-            old = (self._encoder.width, self._encoder.height)
-            self._encoder = _H264Encoder(*rebuild)
-            if rebuild[1] != old:
-                self._stats.resolution_changes += 1
-        return self._encoder.encode(frame_no, capture_ms, force)
-
-    async def recv(self) -> Any:
-        while not self._pending:
-            if self._start is None:
-                self._start = time.monotonic()
-                self._cut.started()
-            delay = self._start + self._frame_no / self._fps - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._cut.active:
-                await self._cut.hang()
-            while self._schedule and self._schedule[0][0] * self._fps <= self._frame_no:
-                _at, width, height = self._schedule.popleft()
-                self.reconfigure(self._settings, (width, height))
-            # Both switches are taken here, on the loop, so a request arriving while the
-            # worker encodes is kept for the next frame instead of racing the thread.
-            force, self._force_keyframe = self._force_keyframe, False
-            rebuild, self._rebuild = self._rebuild, None
-            capture_ms = int(time.time() * 1000)
-            packets = await asyncio.to_thread(
-                self._encode, self._frame_no, capture_ms, force, rebuild
-            )
-            self._frame_no += 1
-            self._stats.width, self._stats.height = self._encoder.width, self._encoder.height
-            self._pending.extend(packets)
-        packet = self._pending.popleft()
-        self._stats.frames_sent += 1
-        if packet.is_keyframe:
-            self._stats.keyframes_sent += 1
-        return packet
-
-
-class _ToneTrack(MediaStreamTrack):
-    """A 440 Hz sine in 20 ms frames at the codec's native rate (no resampling needed)."""
-
-    kind = "audio"
-
-    def __init__(self, sample_rate: int, cut: _Cut) -> None:
-        super().__init__()
-        self._rate = sample_rate
-        self._samples = sample_rate // 50
-        self._cut = cut
-        self._sent = 0
-        self._start: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-            self._cut.started()
-        delay = self._start + self._sent / self._rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if self._cut.active:
-            await self._cut.hang()
-        t = (np.arange(self._samples) + self._sent) / self._rate
-        tone = (np.sin(2 * math.pi * 440.0 * t) * 8000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self._rate
-        frame.pts = self._sent
-        frame.time_base = fractions.Fraction(1, self._rate)
-        self._sent += self._samples
-        return frame
 
 
 @dataclass(slots=True)
@@ -380,7 +80,7 @@ class _LossFilter:
     """Decides per outgoing RTP packet whether the simulated network loses it."""
 
     settings: Callable[[], SimMediaSettings]  # the peer's, read live: loss can change
-    cut: _Cut
+    cut: Cut
     stats: SimPeerStats
     rng: random.Random
     _seen: set[int] = field(default_factory=set)
@@ -421,9 +121,9 @@ class SimDoorbellPeer:
         self._ice_servers = list(ice_servers or [])
         self._on_candidate = on_candidate
         self._pc: RTCPeerConnection | None = None
-        self._video: _VideoTrack | None = None
+        self._video: VideoTrack | None = None
         self._gate: KeyframeGate | None = None
-        self._cut = _Cut(self.settings.cut_after)
+        self._cut = Cut(self.settings.cut_after)
         self._tasks = TaskSet()
         self._closed = False
 
@@ -498,7 +198,7 @@ class SimDoorbellPeer:
         settings = self.settings
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         self._pc = pc
-        video_track = _VideoTrack(settings, self._cut, self.stats)
+        video_track = VideoTrack(settings, self._cut, self.stats)
         self._video = video_track
         video = pc.addTransceiver(video_track, direction="sendonly")
         wanted = aiortc_patch.H264_PROFILE_LEVEL_IDS[settings.profile]
@@ -516,8 +216,8 @@ class SimDoorbellPeer:
         senders = [video.sender]
         if settings.audio_codec is not None:
             rate = 48000 if settings.audio_codec == "opus" else 8000
-            audio = pc.addTransceiver(_ToneTrack(rate, self._cut), direction="sendonly")
-            mime = _AUDIO_MIME[settings.audio_codec]
+            audio = pc.addTransceiver(ToneTrack(rate, self._cut), direction="sendonly")
+            mime = AUDIO_MIME[settings.audio_codec]
             audio.setCodecPreferences(
                 [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime]
             )
