@@ -15,6 +15,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from bridge.sim.picture import read_stamp
+from bridge.sim.world import SimWorld
 
 from .fake_doorbell import probe, run
 from .serve_util import FRONT, BridgeFactory, basic, get_json
@@ -197,3 +198,37 @@ async def test_a_browser_peer_gets_h264_over_webrtc(make_bridge: BridgeFactory) 
             assert body["viewers"] == {}
     finally:
         await pc.close()
+
+
+@pytest.mark.slow
+async def test_a_late_rtsp_reader_gets_pictures_by_asking_for_a_keyframe(
+    make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    # keyframe_interval 1: a cached GOP older than 1 s is stale, so the late reader must ask.
+    bridge = await make_bridge(SKYBELL_BRIDGE_STREAMS_KEYFRAME_INTERVAL="1")
+    url = bridge.rtsp_url + "front-door"
+    first = asyncio.create_task(
+        run("ffmpeg", "-v", "error", "-rtsp_transport", "tcp", "-i", url, "-t", "9", "-f", "null",
+            "-", timeout=40)
+    )  # fmt: skip
+    for _ in range(200):
+        _, body = await get_json(bridge.http_url + "api/streams?src=front-door")
+        if body["state"] == "live":
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(3.0)  # the session's first keyframe is long stale
+    code, _, err = await run(
+        "ffmpeg", "-v", "error", "-rtsp_transport", "udp", "-i", url, "-frames:v", "5",
+        "-f", "null", "-", timeout=20,
+    )  # fmt: skip
+    assert code == 0, err
+    _, body = await get_json(bridge.http_url + "api/streams?src=front-door")
+    assert body["keyframes"] in ("ok", "waiting")
+    media = world.doorbell(FRONT).media_stats()
+    if world.doorbell(FRONT).media.keyframes == "on_request":
+        # Nothing but the bridge's request could have made the picture the late reader got.
+        assert body["keyframe_requests"]["pli"] >= 1
+        assert body["keyframe_requests"]["answered"] >= 1
+        assert media["stats"]["pli_received"] >= 1
+        assert media["stats"]["keyframes_sent"] >= 2
+    assert (await first)[0] == 0
