@@ -423,3 +423,13 @@ def test_ring_byte_cap_drops_whole_gops() -> None:
     kept = list(ring)
     assert kept[0].keyframe
     assert decode_all(kept) == len(kept)
+
+
+async def test_waiting_for_a_first_picture_does_not_ask_for_periodic_keyframes() -> None:
+    session = OnRequestSession()
+    stream = make_stream(Connector(session), keyframe_interval=0.2)
+    assert await stream.wait_keyframe(5.0)  # as an RTSP DESCRIBE or a WHEP offer does
+    await asyncio.sleep(1.0)
+    assert session.requests == {"pli": 0, "fir": 0}
+    assert session.keyframes == 1
+    await stream.stop()

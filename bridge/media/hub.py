@@ -98,6 +98,7 @@ class Stream:
         self._task: asyncio.Task[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._warm_until = 0.0
+        self._preroll_until = 0.0  # kept warm for pre-roll: keyframes every keyframe_interval
         self._session: Session | None = None
         self._keyframe = asyncio.Event()
         self._listeners: list[Callable[[Stream], None]] = []
@@ -141,9 +142,17 @@ class Stream:
         """Current subscribers (a copy)."""
         return list(self._subs)
 
-    def keep_warm(self, seconds: float) -> None:
-        """Run the stream for at least ``seconds`` from now, with or without subscribers."""
-        self._warm_until = max(self._warm_until, time.monotonic() + seconds)
+    def keep_warm(self, seconds: float, *, preroll: bool = True) -> None:
+        """Run the stream for at least ``seconds`` from now, with or without subscribers.
+
+        ``preroll`` (the default: recording keep-warm, a rule's warm action, the warm API)
+        also asks for keyframes every ``keyframe_interval`` meanwhile; ``False`` only holds the
+        session open, e.g. between an RTSP DESCRIBE and its PLAY.
+        """
+        now = time.monotonic()
+        self._warm_until = max(self._warm_until, now + seconds)
+        if preroll:
+            self._preroll_until = max(self._preroll_until, now + seconds)
         self._ensure_running()
         self._schedule_idle()
         if self.state == "live" and self._periodic is None:
@@ -168,7 +177,7 @@ class Stream:
     def _preroll_wanted(self) -> bool:
         # Kept warm (keep_warm for recording, a rule's warm action, POST /api/streams/warm):
         # someone wants the next event's clip to reach back, so keyframes must not be sparse.
-        return time.monotonic() < self._warm_until
+        return time.monotonic() < self._preroll_until
 
     def _arm_periodic(self) -> None:
         if self._periodic is not None:
@@ -186,7 +195,7 @@ class Stream:
     async def wait_keyframe(self, timeout: float) -> bool:
         """Start the stream if needed and wait until a keyframe is cached."""
         if not self._subs:
-            self.keep_warm(max(timeout, 1.0))
+            self.keep_warm(max(timeout, 1.0), preroll=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._keyframe.wait(), timeout)
         return self._keyframe.is_set()
