@@ -86,10 +86,10 @@ class StreamSettings:
     # Seconds of encoded media kept per stream: new viewers start from its last keyframe and
     # recordings take their pre-roll from it, so it must exceed the longest pre-roll plus a GOP.
     buffer_seconds: float = field(default=12.0, metadata=_range(2, 120))
-    # Most doorbells (libwebrtc) send a keyframe only when asked. While pre-roll is wanted
-    # (the stream is kept warm) the bridge asks every this many seconds, so clips start within
-    # this much of the pre-roll asked for; otherwise it asks only when a consumer needs a
-    # picture, sparing the doorbell's uplink and battery.
+    # Most doorbells (libwebrtc) send a keyframe only when asked. While pre-roll is wanted (a
+    # live stream whose events are recorded with pre-roll, or one kept warm) the bridge asks
+    # every this many seconds, so clips start within this much of the pre-roll asked for;
+    # otherwise it asks only when a consumer needs a picture, sparing the doorbell's uplink.
     keyframe_interval: float = field(default=2.0, metadata=_range(0.5, 30))
     # A byte cap on that buffer too, whatever the bitrate and keyframe spacing.
     buffer_mb: int = field(default=64, metadata=_range(4, 1024))

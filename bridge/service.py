@@ -141,6 +141,11 @@ class Bridge:
         self._closers.append(lambda: asyncio.to_thread(store.close))
         recorder = Recorder(self.hub, store, record_options(settings.record))
         self._closers.append(recorder.close)
+        for stream in self.hub.streams:
+            # Presses (and rules' record actions) are recorded with the device's pre-roll, so
+            # while its stream is live the hub keeps keyframes coming (streams.keyframe_interval).
+            preroll = recorder.options.for_device(stream.device_id, stream.name).preroll
+            stream.wants_preroll = preroll > 0
         recovered = await recorder.start()
         if recovered:
             _LOGGER.info("recovered %d clip(s) left by an earlier run", len(recovered))

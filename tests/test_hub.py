@@ -433,3 +433,14 @@ async def test_waiting_for_a_first_picture_does_not_ask_for_periodic_keyframes()
     assert session.requests == {"pli": 0, "fir": 0}
     assert session.keyframes == 1
     await stream.stop()
+
+
+async def test_a_stream_recorded_with_preroll_keeps_keyframes_coming_while_live() -> None:
+    session = OnRequestSession()
+    stream = make_stream(Connector(session), keyframe_interval=0.25)
+    stream.wants_preroll = True  # as the bridge sets it for a doorbell whose presses are recorded
+    with stream.subscribe("viewer") as sub:
+        await collect(sub, 40)  # 1.3 s
+    assert session.requests["pli"] >= 3
+    assert session.keyframes >= 4
+    await stream.stop()

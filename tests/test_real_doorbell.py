@@ -73,10 +73,14 @@ WAIT = 30.0  # what each late consumer gets to show its pictures
 PREROLL = 5.0  # record.preroll, the default
 KEYFRAME_INTERVAL = 2.0  # streams.keyframe_interval, the default
 # front-door is kept warm (pre-roll for clips: periodic keyframe requests); back-garden is only
-# kept live by an RTSP reader, so its late joiners depend on keyframes requested on demand.
+# kept live by an RTSP reader and records no pre-roll, so the hub asks it for nothing unprompted
+# and its late joiners depend on keyframes requested on demand.
 CONFIG = """
 [record.devices.front-door]
 keep_warm = true
+
+[record.devices.back-garden]
+preroll = 0.0
 """
 
 

@@ -99,6 +99,10 @@ class Stream:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._warm_until = 0.0
         self._preroll_until = 0.0  # kept warm for pre-roll: keyframes every keyframe_interval
+        # Set by whoever records this stream with pre-roll (the composition root, from the
+        # recorder's options): while live, keyframes then come every keyframe_interval, so a
+        # press finds a keyframe near its pre-roll in the ring.
+        self.wants_preroll = False
         self._session: Session | None = None
         self._keyframe = asyncio.Event()
         self._listeners: list[Callable[[Stream], None]] = []
@@ -175,9 +179,10 @@ class Stream:
             self._session.request_keyframe(kind)
 
     def _preroll_wanted(self) -> bool:
-        # Kept warm (keep_warm for recording, a rule's warm action, POST /api/streams/warm):
-        # someone wants the next event's clip to reach back, so keyframes must not be sparse.
-        return time.monotonic() < self._preroll_until
+        # Events of this doorbell are recorded with pre-roll, or it is kept warm (recording
+        # keep_warm, a rule's warm action, POST /api/streams/warm): the next clip must reach
+        # back, so keyframes must not be sparse. Otherwise none are asked for unprompted.
+        return self.wants_preroll or time.monotonic() < self._preroll_until
 
     def _arm_periodic(self) -> None:
         if self._periodic is not None:
