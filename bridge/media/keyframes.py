@@ -64,6 +64,9 @@ class KeyframeRequests:
         self._next: KeyframeKind = "pli"
         self._timer: asyncio.TimerHandle | None = None
         self._answer_ms: deque[float] = deque(maxlen=32)
+        # Said once per session: a fixed-GOP camera that ignores requests would otherwise flip
+        # between "not answered" and answered at every GOP.
+        self._warned = False
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -89,13 +92,14 @@ class KeyframeRequests:
         self._answer_ms.append((self._clock() - self._pending_since) * 1000)
         self.answered += 1
         if self.status == "not answered":
-            _LOGGER.warning("stream %s: the doorbell answers keyframe requests again", self.name)
+            _LOGGER.debug("stream %s: a keyframe came after all", self.name)
         self._reset()
 
     def reset(self) -> None:
         """A new session starts: forget the outstanding request (the session opens with one)."""
         self._reset()
         self._last_sent = None
+        self._warned = False
 
     def unanswered_for(self) -> float:
         """Seconds the outstanding request has gone unanswered (0 when none is)."""
@@ -146,7 +150,9 @@ class KeyframeRequests:
         waited = self.unanswered_for()
         if waited >= self.unanswered_after and self.status != "not answered":
             self.status = "not answered"
-            _LOGGER.warning(
+            log = _LOGGER.debug if self._warned else _LOGGER.warning
+            self._warned = True
+            log(
                 "stream %s: the doorbell has not answered keyframe requests for %.1f s "
                 "(PLI %d, FIR %d); consumers with a picture keep it",
                 self.name,
