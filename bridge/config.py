@@ -72,6 +72,21 @@ class ServerSettings:
     rtsp_auth: RtspAuth = "any"
     # AAC is what Frigate and most NVRs can record; passthrough keeps G.711 as the doorbell sends it.
     rtsp_audio: RtspAudio = "aac"
+    # Without a password the bridge refuses to listen beyond loopback, unless this says the
+    # user really wants live video and clip deletion open to the whole LAN.
+    allow_lan_without_password: bool = False
+    # Comma-separated extra names the Host header may carry (loopback names and the bound
+    # address are always allowed); a DNS-rebinding page's Host is refused.
+    allowed_hosts: str = ""
+    # Comma-separated proxy addresses whose X-Forwarded-For is believed (for rate limiting).
+    trusted_proxies: str = ""
+    # Connection limits shared by HTTP and RTSP: a client that has not sent a whole request (or
+    # authenticated) within header_timeout is closed; caps overall and per client address.
+    header_timeout: float = field(default=10.0, metadata=_range(1, 300))
+    max_connections: int = field(default=512, metadata=_range(8, 100_000))
+    max_connections_per_client: int = field(default=64, metadata=_range(1, 100_000))
+    # UDP transport sessions one RTSP connection may set up (each holds two sockets).
+    rtsp_max_udp_sessions: int = field(default=4, metadata=_range(1, 64))
 
 
 @dataclass(frozen=True)
