@@ -227,7 +227,8 @@ def _decode_payload(encoded: Any) -> dict[str, Any]:
         # Some senders drop the base64 padding; restore it rather than reject the message.
         raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         value = json.loads(raw)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as err:
+    # RecursionError: a deeply nested array ("[[[[...") exhausts the C parser's stack guard.
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise ValueError(f"messagePayload is not base64 JSON ({type(err).__name__})") from err
     if not isinstance(value, dict):
         raise ValueError("messagePayload is not a JSON object")
@@ -247,7 +248,9 @@ def _load_object(frame: str | bytes) -> dict[str, Any] | None:
         return None
     try:
         message = json.loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack guard ("[[[[..."), which
+        # fits in one frame; it is noise like any other unparsable frame.
         _log.debug("ignoring a non-JSON signaling frame of %d chars", len(frame))
         return None
     if not isinstance(message, dict):
