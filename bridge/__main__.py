@@ -25,6 +25,7 @@ from bridge.commands import clips, events, switchbot, triggers
 from bridge.config import ENV_CONFIG, Settings, load_settings
 from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
 from bridge.logs import setup_logging
+from bridge.preflight import check_exposure, check_storage
 from bridge.redact import Secret
 from bridge.sim.cloud import (
     API_PREFIX,
@@ -164,6 +165,9 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the bridge until interrupted."""
     from bridge.service import Bridge
 
+    # Before the cloud is contacted: a refusal here is about this machine, not the account.
+    exposed = check_exposure(settings.server)
+    await asyncio.to_thread(check_storage, settings)
     async with open_cloud(settings) as cloud:
         if cloud.sim is not None and settings.events.webhook_secret is None:
             # The simulated cloud calls our webhook like the real one would: give it a secret
@@ -179,16 +183,25 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 await _wire_simulator(cloud.sim, bridge, settings)
             names = ", ".join(bridge.devices) or "none"
             print(f"skybell-bridge: {len(bridge.devices)} doorbell(s): {names}", flush=True)
-            print(f"  web and API  {bridge.http_url}", flush=True)
-            print(f"  RTSP         {bridge.rtsp_url}NAME", flush=True)
+            # The addresses really bound (0.0.0.0 says "every interface"), not a friendly guess.
+            web_urls = ", ".join(f"http://{a}/" for a in bridge.http_bound)
+            rtsp_urls = ", ".join(f"rtsp://{a}/NAME" for a in bridge.rtsp_bound)
+            print(f"  web and API  {web_urls}", flush=True)
+            print(f"  RTSP         {rtsp_urls}", flush=True)
             if cloud.sim is not None:
                 print(
                     f'  press a simulated doorbell: skybell-bridge sim press "Front Door" '
                     f"--url {cloud.sim.base_url}",
                     flush=True,
                 )
-            srv = settings.server
-            if srv.password is None and srv.host in ("127.0.0.1", "localhost", "::1"):
+            if exposed:
+                _LOGGER.warning(
+                    "no server.password, yet %s listen beyond this machine "
+                    "(server.allow_lan_without_password): anyone on the network can watch "
+                    "the doorbells and delete clips",
+                    " and ".join(exposed),
+                )
+            elif not settings.server.password:
                 print("no server.password set: listening on this machine only", flush=True)
             await _until_stopped()
             print("skybell-bridge: stopping", flush=True)

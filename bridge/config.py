@@ -15,6 +15,7 @@ the accepted values and where the bad value came from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -42,6 +43,12 @@ RtspAudio = Literal["aac", "passthrough"]
 
 def _range(lo: float, hi: float | None = None) -> dict[str, Any]:
     return {"range": (lo, hi)}
+
+
+# Upper bounds for keys with no natural one: far beyond any real use, and small enough that
+# arithmetic on them (timedelta, bytes) never overflows.
+_CENTURY_DAYS = 36_500
+_MAX_GB = 1_000_000  # a petabyte
 
 
 @dataclass(frozen=True)
@@ -175,11 +182,11 @@ class EventSettings:
     poll_enabled: bool = True
     poll_interval: float = field(default=10.0, metadata=_range(1, 3600))
     poll_max_backoff: float = field(default=300.0, metadata=_range(1, 3600))
-    poll_backfill: float = field(default=0.0, metadata=_range(0))
+    poll_backfill: float = field(default=0.0, metadata=_range(0, 30 * 86400))
     # Reports of one press from several sources within this window are one event.
     dedup_window: float = field(default=5.0, metadata=_range(0, 60))
-    log_max_age_days: float = field(default=30.0, metadata=_range(0))
-    log_max_rows: int = field(default=100_000, metadata=_range(100))
+    log_max_age_days: float = field(default=30.0, metadata=_range(0, _CENTURY_DAYS))
+    log_max_rows: int = field(default=100_000, metadata=_range(100, 100_000_000))
 
 
 @dataclass(frozen=True)
@@ -192,8 +199,8 @@ class RecordDeviceSettings:
     record_motion: bool | None = None
     keep_warm: bool | None = None
     audio: bool | None = None
-    max_gb: float | None = field(default=None, metadata=_range(0))
-    max_age_days: float | None = field(default=None, metadata=_range(0))
+    max_gb: float | None = field(default=None, metadata=_range(0, _MAX_GB))
+    max_age_days: float | None = field(default=None, metadata=_range(0, _CENTURY_DAYS))
 
 
 @dataclass(frozen=True)
@@ -211,9 +218,11 @@ class RecordSettings:
     # battery doorbell in days. Leave it off unless the doorbell is wired.
     keep_warm: bool = False
     audio: bool = True
-    min_free_mb: int = field(default=1024, metadata=_range(0))
-    max_total_gb: float | None = field(default=None, metadata=_range(0))
-    max_age_days: float | None = field(default=None, metadata=_range(0))
+    # At most 10 TB: more is a value given in bytes or KB by mistake (and `serve` also refuses
+    # more than the disk holding the clips), which would refuse every clip as "storage full".
+    min_free_mb: int = field(default=1024, metadata=_range(0, 10_000_000))
+    max_total_gb: float | None = field(default=None, metadata=_range(0, _MAX_GB))
+    max_age_days: float | None = field(default=None, metadata=_range(0, _CENTURY_DAYS))
     # Per-doorbell overrides: [record.devices.front-door] preroll = 8.0
     devices: dict[str, RecordDeviceSettings] = field(default_factory=dict)
 
@@ -253,7 +262,7 @@ class SwitchBotSettings:
     secret: Secret | None = None
     api_url: str = "https://api.switch-bot.com"
     # SwitchBot allows 10,000 calls a day per token; other apps on the token share it.
-    daily_limit: int = field(default=10_000, metadata=_range(1))
+    daily_limit: int = field(default=10_000, metadata=_range(1, 1_000_000))
     # Where the day's call count is kept across restarts (default: beside the clips index).
     budget_path: Path | None = None
 
@@ -336,6 +345,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("config file", f"{path} does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("config file", f"{path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        # TOML is UTF-8 by definition; a file saved as Latin-1 or UTF-16 lands here.
+        raise ConfigError(
+            "config file", f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
     except OSError as err:
         raise ConfigError("config file", f"{path} cannot be read: {err.strerror}") from None
 
@@ -394,9 +408,11 @@ def _is_secret(typ: Any) -> bool:
 
 def _read_secret_file(key: str, path: str) -> str:
     try:
-        return Path(path).read_text().strip()
+        return Path(path).read_text(encoding="utf-8").strip()
     except OSError as err:
         raise ConfigError(key, f"secret file {path} cannot be read: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"secret file {path} is not UTF-8 text") from None
 
 
 def _convert(key: str, typ: Any, value: Any, origin: str, meta: Mapping[str, Any]) -> Any:
@@ -433,6 +449,10 @@ def _convert(key: str, typ: Any, value: Any, origin: str, meta: Mapping[str, Any
             raise fail(_describe_number(typ, meta)) from None
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise fail(_describe_number(typ, meta))
+        if not math.isfinite(number):
+            # NaN passes every range comparison and infinity overflows timers and dates:
+            # "never sleep" or "keep forever" must be spelled as a number.
+            raise fail(_describe_number(typ, meta) + " (not NaN or infinity)")
         if typ is int and not isinstance(number, int):
             raise fail(_describe_number(typ, meta))
         lo, hi = meta.get("range", (None, None))
@@ -440,28 +460,46 @@ def _convert(key: str, typ: Any, value: Any, origin: str, meta: Mapping[str, Any
             raise fail(_describe_number(typ, meta))
         return typ(number)
     if typ is str:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not _is_clean_text(value):
             raise fail("a string")
         return value
     if typ is Secret:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not _is_clean_text(value):
             raise fail("a string")
+        # Empty is unset, never "auth off": the listen checks treat both as no password.
         return Secret(value) if value else None
     if typ is Path:
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or not _is_clean_text(value):
             raise fail("a path")
         return Path(value).expanduser()
     raise TypeError(f"config: no converter for {typ!r} ({key})")
+
+
+def _is_clean_text(value: str) -> bool:
+    # A NUL cannot reach a socket or a path, and a lone surrogate (undecodable bytes in an
+    # environment variable) fails later, far from the key that carried it.
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _describe_number(typ: type, meta: Mapping[str, Any]) -> str:
     kind = "an integer" if typ is int else "a number"
     lo, hi = meta.get("range", (None, None))
     if lo is not None and hi is not None:
-        return f"{kind} from {lo:g} to {hi:g}"
+        return f"{kind} from {_num(lo)} to {_num(hi)}"
     if lo is not None:
-        return f"{kind} of at least {lo:g}"
+        return f"{kind} of at least {_num(lo)}"
     return kind
+
+
+def _num(bound: float) -> str:
+    # 10000000, not 1e+07: the bound is read by someone about to type a value.
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _check_cross_field(settings: Settings) -> None:

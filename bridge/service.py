@@ -14,18 +14,21 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from bridge.app import Parts, build_app
+from bridge.app import Parts, build_app, build_auth_limiter
 from bridge.automation import SwitchBotClient
 from bridge.automation.engine import RuleEngine
 from bridge.config import RecordDeviceSettings, RecordSettings, Settings
 from bridge.errors import UnknownDevice
 from bridge.events import Event, EventOptions, EventService
+from bridge.limits import ConnectionLimiter, install_accept_error_filter
 from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Session
 from bridge.media.live import open_live_session
+from bridge.preflight import bind_error, check_exposure
 from bridge.record import ClipStore, DeviceRecordOptions, Recorder, RecordOptions, StorageFull
 from bridge.record.archive import CloudArchive
 from bridge.record.s3 import S3Options, S3Uploader
+from bridge.routes.limits import LimitedSite
 from bridge.rtsp import RtspServer
 from bridge.skybell import SkyBellClient
 
@@ -105,8 +108,11 @@ class Bridge:
             ring_bytes=st.buffer_mb << 20,
             keyframe_interval=st.keyframe_interval,
         )
+        # URLs a client on this machine can use; *_bound are the addresses really listened on.
         self.http_url = ""
         self.rtsp_url = ""
+        self.http_bound: list[str] = []
+        self.rtsp_bound: list[str] = []
         self.parts: Parts | None = None
         self._http = http
         self._runner: web.AppRunner | None = None
@@ -128,6 +134,7 @@ class Bridge:
     async def start(self) -> None:
         """Find the doorbells, start recording and events, then open the listeners."""
         settings = self.settings
+        check_exposure(settings.server)
         hosts = [a.strip() for a in settings.streams.ice_host_addresses.split(",") if a.strip()]
         if hosts:
             aiortc_patch.restrict_host_candidates(hosts)
@@ -186,6 +193,15 @@ class Bridge:
 
         srv = settings.server
         password = srv.password.reveal() if srv.password is not None else None
+        # One limiter for both listeners: the descriptors they spend come from one budget.
+        limiter = ConnectionLimiter(
+            max_connections=srv.max_connections,
+            max_per_client=srv.max_connections_per_client,
+            exempt=[a for a in srv.trusted_proxies.split(",") if a.strip()],
+        )
+        uninstall = install_accept_error_filter(asyncio.get_running_loop())
+        self._closers.append(lambda: asyncio.to_thread(uninstall))
+        auth_limiter = build_auth_limiter(srv)  # one wrong-password count for HTTP and RTSP
         self._rtsp = RtspServer(
             self.hub.get,
             host=srv.rtsp_host,
@@ -194,26 +210,41 @@ class Bridge:
             password=password,
             auth=srv.rtsp_auth,
             audio=srv.rtsp_audio,
+            header_timeout=srv.header_timeout,
+            max_udp_sessions=srv.rtsp_max_udp_sessions,
+            limiter=limiter,
+            auth_limiter=auth_limiter,
         )
         self._closers.append(self._rtsp.close)
-        await self._rtsp.start()
 
         self.parts = Parts(
-            settings,
-            self.client,
-            self.hub,
-            devices,
-            events,
-            store,
-            recorder,
-            engine,
-            uploader,
-            rtsp_port=self._rtsp.port,
+            settings, self.client, self.hub, devices, events, store, recorder, engine, uploader
         )
-        self._runner = web.AppRunner(build_app(self.parts), access_log=None, handle_signals=False)
+        self.parts.limiter = limiter
+        self.parts.auth_limiter = auth_limiter
+        # aiohttp closes a connection that sends no whole request within its keep-alive timeout
+        # (from the connect on): the slowloris guard, and idle keep-alive connections go too.
+        self._runner = web.AppRunner(
+            build_app(self.parts),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=srv.header_timeout,
+        )
         self._closers.append(self._runner.cleanup)
         await self._runner.setup()
-        await web.TCPSite(self._runner, srv.host, srv.port).start()
+        # HTTP binds first and RTSP (which announces itself) second, so a busy port or a bad
+        # host stops the start before anything claims to be listening.
+        try:
+            await LimitedSite(self._runner, srv.host, srv.port, limiter=limiter).start()
+        except OSError as err:
+            raise bind_error(err, "", srv.host, srv.port) from None
+        try:
+            await self._rtsp.start()
+        except OSError as err:
+            raise bind_error(err, "rtsp_", srv.rtsp_host, srv.rtsp_port) from None
+        self.parts.rtsp_port = self._rtsp.port
+        self.http_bound = [_hostport(a[0], a[1]) for a in self._runner.addresses]
+        self.rtsp_bound = [_hostport(self._rtsp.host, self._rtsp.port)]
         host, port = self._runner.addresses[0][:2]
         self.http_url = f"http://{_urlhost(host)}:{port}/"
         self.rtsp_url = f"rtsp://{_urlhost(self._rtsp.host)}:{self._rtsp.port}/"
@@ -277,3 +308,7 @@ def _urlhost(host: str) -> str:
     if host in ("0.0.0.0", "::"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

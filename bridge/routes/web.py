@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,14 +23,18 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bridge.authlimit import AuthLimiter
 from bridge.routes.auth import (
+    AUTH_LIMITER,
     COOKIE_NAME,
     SESSIONS,
     SessionStore,
+    count_failure,
     credentials_match,
     has_valid_session,
     mark_public,
     parse_basic,
+    refuse_guesser,
 )
 from bridge.routes.common import error
 
@@ -65,38 +67,6 @@ _STATIC_HEADERS = {
 }
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 _MAX_LOGIN_BODY = 4096
-# Failed logins per client address before a pause: enough for typos, too few for guessing.
-_MAX_FAILURES = 5
-_FAILURE_WINDOW = 60.0
-
-
-class _Failures:
-    """Recent failed logins per client address, to slow down password guessing."""
-
-    def __init__(self) -> None:
-        self._times: dict[str, deque[float]] = {}
-
-    def _recent(self, who: str, now: float) -> deque[float]:
-        times = self._times.setdefault(who, deque())
-        while times and times[0] <= now - _FAILURE_WINDOW:
-            times.popleft()
-        return times
-
-    def wait(self, who: str) -> float:
-        """Seconds until ``who`` may try again (0: now)."""
-        now = time.monotonic()
-        times = self._recent(who, now)
-        if len(times) < _MAX_FAILURES:
-            if not times:
-                self._times.pop(who, None)
-            return 0.0
-        return times[0] + _FAILURE_WINDOW - now
-
-    def add(self, who: str) -> None:
-        now = time.monotonic()
-        self._recent(who, now).append(now)
-        if len(self._times) > 10_000:  # many addresses: forget the oldest entries
-            self._times.pop(next(iter(self._times)))
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -136,6 +106,7 @@ def setup(
     rtsp_host: str = "",
     username: str = "",
     password: str | None = None,
+    lan_without_password: bool = False,
     session_ttl: float = 7 * 86400.0,
     root: Path = WEB_ROOT,
 ) -> None:
@@ -143,11 +114,13 @@ def setup(
 
     ``password`` None means auth is off; otherwise it must be the one the auth middleware uses.
     ``rtsp_port`` may be a callable, for a listener bound to port 0 after the app is built.
+    ``lan_without_password`` makes the page warn that the network can reach it unguarded.
     """
     auth_on = password is not None
     if auth_on:
         app[SESSIONS] = SessionStore(session_ttl)
-    failures = _Failures()
+    # Wrong passwords here, in Basic on the API and on RTSP count together (one limiter).
+    limiter = app.setdefault(AUTH_LIMITER, AuthLimiter())
 
     async def config(request: web.Request) -> web.Response:
         authenticated = not auth_on or has_valid_session(request)
@@ -163,6 +136,9 @@ def setup(
                 "rtsp_port": rtsp_port() if callable(rtsp_port) else rtsp_port,
                 "rtsp_host": host,  # None: the host the page was loaded from
                 "features": {"automation": "/api/automation" in canonicals},
+                # server.allow_lan_without_password let it listen beyond loopback with no
+                # password: the page says so on every view, so the choice stays visible.
+                "lan_without_password": lan_without_password and not auth_on,
             },
             headers={"Cache-Control": "no-store"},
         )
@@ -170,16 +146,11 @@ def setup(
     async def login(request: web.Request) -> web.Response:
         if not auth_on:
             return web.json_response({"ok": True, "auth": False})
-        who = request.remote or "?"
-        wait = failures.wait(who)
-        if wait > 0:
-            refused = error(web.HTTPTooManyRequests, "too many failed logins; try again later")
-            refused.headers["Retry-After"] = str(int(wait) + 1)
-            raise refused
+        refuse_guesser(request, limiter)
         given = await _login_form(request)
         if not credentials_match(given, username, password or ""):
-            failures.add(who)
-            _LOGGER.info("failed login from %s", who)
+            _LOGGER.info("failed login from %s", request.remote)
+            await count_failure(request, limiter, given[0])
             raise error(web.HTTPUnauthorized, "wrong username or password")
         token = request.app[SESSIONS].create()
         response = web.json_response({"ok": True, "auth": True})

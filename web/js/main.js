@@ -112,6 +112,7 @@ async function checkSession() {
   } catch {
     return true; // the bridge is unreachable: keep the page; the feed retries
   }
+  document.getElementById('lan-warning').hidden = !ctx.config.lan_without_password;
   if (ctx.config.auth && !ctx.config.authenticated) {
     gate();
     return false;
