@@ -28,11 +28,24 @@ _values: deque[str] = deque(maxlen=_MAX_REGISTERED)
 # Query parameters and headers that carry credentials in AWS presigned URLs and in our own APIs.
 _PATTERNS = [
     re.compile(
-        r"(?i)(X-Amz-(?:Signature|Security-Token|Credential)|Signature|AWSAccessKeyId"
+        r"(?i)(X-Amz-(?:Signature|Security-Token|Credential)|Signature|Credential|AWSAccessKeyId"
         r"|token|access_token|refresh_token|api_key|password)=([^&\s\"']+)"
     ),
-    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:Bearer|Basic|Digest)?\s*)([^\s\"',]+)"),
+    # botocore's request repr shows header values as bytes (b'...'); keep the scheme readable.
+    re.compile(
+        r"(?i)(authorization[\"']?\s*[:=]\s*b?[\"']?"
+        r"(?:Bearer|Basic|Digest|AWS4-HMAC-SHA256)?\s*)([^\s\"',]+)"
+    ),
     re.compile(r"(?i)(x-skybell-user-api-key[\"']?\s*[:=]\s*[\"']?)([^\s\"',]+)"),
+    # botocore.auth at debug: "Signature:\n<hex>" for every request it signs (the presigned KVS
+    # URL included), logged before the caller can register the signature as a secret; and the
+    # canonical request's "x-amz-security-token:<token>" line, or the same header in a repr.
+    re.compile(r"(?i)(\bsignature:\s*)([^\s\"',]+)"),
+    re.compile(r"(?i)(x-amz-security-token[\"']?\s*:\s*b?[\"']?)([^\s\"',]+)"),
+    # Temporary AWS credentials as the SkyBell cloud returns them, should a response be logged.
+    re.compile(
+        r"(?i)((?:SecretAccessKey|SessionToken|AccessKeyId)[\"']?\s*:\s*[\"']?)([^\s\"',]+)"
+    ),
 ]
 
 

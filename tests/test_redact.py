@@ -6,9 +6,15 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
+from bridge.kvs.presign import presign_wss, url_param
 from bridge.logs import setup_logging
 from bridge.redact import Secret, redact
 
@@ -78,3 +84,54 @@ def test_json_log_format_is_redacted() -> None:
 def test_short_values_not_registered() -> None:
     Secret("abc")
     assert redact("abc and abcdef") == "abc and abcdef"
+
+
+KVS_ENDPOINT = "wss://v-1.kinesisvideo.us-east-1.amazonaws.com"
+CHANNEL = "arn:aws:kinesisvideo:us-east-1:123456789012:channel/front-door/1700000000000"
+ACCESS_KEY = "ASIAXVAD7YUYFINDING10"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFINDING10KEY"
+SESSION_TOKEN = "FwoGZXIvYXdzEJr//////////wEaDFINDING10TOKEN"
+
+
+@pytest.mark.parametrize(("fmt", "minute"), [("text", 1), ("json", 2)])
+def test_finding_10_botocore_signature_redacted_at_debug(fmt: str, minute: int) -> None:
+    stream = capture(fmt)  # the bridge's own handler, at log.level = debug
+    # A signing time of its own, so no earlier test has registered this very signature.
+    now = datetime(2024, 2, 29, 18, minute, tzinfo=UTC)
+    url = presign_wss(
+        KVS_ENDPOINT,
+        CHANNEL,
+        "viewer-1",
+        "us-east-1",
+        ACCESS_KEY,
+        SECRET_KEY,
+        SESSION_TOKEN,
+        now=now,
+    )
+    out = stream.getvalue()
+    # botocore did log its signing steps, so the test proves redaction, not silence.
+    assert "botocore.auth" in out
+    assert "Signature:" in out
+    assert "CanonicalRequest:" in out
+    signature = url_param(url, "X-Amz-Signature")
+    assert signature
+    for leaked in (signature, SECRET_KEY, SESSION_TOKEN, quote(SESSION_TOKEN, safe=""), ACCESS_KEY):
+        assert leaked not in out
+
+
+def test_finding_10_botocore_header_signing_redacted_at_debug() -> None:
+    # S3 uploads sign headers instead of the URL: the canonical request carries the session
+    # token as a header line, and botocore's request repr shows it (and the signature) as bytes.
+    stream = capture()
+    token = "IQoJb3JpZ2luX2VjEFINDING10HEADERTOKEN"
+    request = AWSRequest(method="PUT", url="https://clips.s3.amazonaws.com/a.mp4", data=b"x")
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY, token), "s3", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    prepared.headers = {k: v.encode() for k, v in prepared.headers.items()}
+    logging.getLogger("botocore.endpoint").debug("Sending http request: %s", prepared)
+    out = stream.getvalue()
+    assert "Sending http request" in out
+    assert "Signature:" in out
+    signature = str(request.headers["Authorization"]).rsplit("Signature=", 1)[1]
+    for leaked in (signature, token, SECRET_KEY, ACCESS_KEY):
+        assert leaked not in out
