@@ -7,10 +7,16 @@ shared secret) are listed in ``open_paths``; resources marked with ``mark_public
 static files, the login endpoints) need no credential either. A credentialed POST or DELETE
 that a browser sends from a page of another origin is refused (403), whichever credential
 the browser attached.
+
+Wrong passwords are counted by the one ``AuthLimiter`` the login form and RTSP share (see
+``bridge.authlimit``): an address that keeps guessing gets 429 with ``Retry-After`` here,
+whichever of the three it guessed on. A live session cookie is never limited: it is a
+256-bit random token, not something anyone guesses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -26,15 +32,21 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_urldispatcher import AbstractResource
 
+from bridge.authlimit import AuthLimiter
+
 __all__ = [
+    "AUTH_LIMITER",
     "COOKIE_NAME",
     "SESSIONS",
     "SessionStore",
     "basic_auth_middleware",
+    "client_key",
+    "count_failure",
     "credentials_match",
     "has_valid_session",
     "mark_public",
     "parse_basic",
+    "refuse_guesser",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -102,6 +114,9 @@ class SessionStore:
 
 
 SESSIONS = web.AppKey("sessions", SessionStore)
+# The one limiter for every password check; the composition root puts it here (and gives the
+# same object to RTSP). Apps built without it (tests, tools): web.setup or the middleware make one.
+AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)
 _PUBLIC: web.AppKey[set[AbstractResource]] = web.AppKey("public_resources")
 
 
@@ -110,16 +125,47 @@ def mark_public(app: web.Application, *resources: AbstractResource) -> None:
     app.setdefault(_PUBLIC, set()).update(resources)
 
 
+def _bytes(text: str) -> bytes:
+    # surrogatepass: headers arrive decoded with surrogateescape and JSON may hold lone
+    # surrogates ("\udcff"); either must compare as unequal bytes, never raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
 def parse_basic(header: str) -> tuple[str, str] | None:
     """``(user, password)`` from an ``Authorization: Basic`` header, or None."""
     scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
+    if scheme.lower() != "basic" or len(encoded) > 4096:
         return None
     try:
-        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+        decoded = base64.b64decode(_bytes(encoded.strip()), validate=True)
+        user, sep, password = decoded.decode("utf-8").partition(":")
+    except (binascii.Error, ValueError):  # not base64 (``Basic é``), or not UTF-8 inside
         return None
     return (user, password) if sep else None
+
+
+def client_key(request: web.Request, limiter: AuthLimiter) -> str:
+    """Who is guessing: the client address, behind trusted proxies per ``X-Forwarded-For``."""
+    return limiter.client(request.remote, request.headers.getall("X-Forwarded-For", ()))
+
+
+def refuse_guesser(request: web.Request, limiter: AuthLimiter) -> None:
+    """Raise 429 with ``Retry-After`` if this client must wait after too many wrong passwords."""
+    wait = limiter.retry_after(client_key(request, limiter))
+    if wait > 0:
+        retry = int(wait) + 1
+        raise web.HTTPTooManyRequests(
+            text=f'{{"error": "too many failed sign-ins; try again in {retry} s"}}',
+            content_type="application/json",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+async def count_failure(request: web.Request, limiter: AuthLimiter, username: str) -> None:
+    """Count a wrong password from this client, and hold the answer back if names are hunted."""
+    delay = limiter.failed(client_key(request, limiter), username)
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 def credentials_match(
@@ -128,8 +174,8 @@ def credentials_match(
     """Whether ``given`` is the configured user and password, in constant time."""
     # Compare both parts every time, so a timing difference cannot tell a wrong user from a
     # wrong password.
-    user_ok = hmac.compare_digest(given[0].encode() if given else b"", expected_user.encode())
-    pw_ok = hmac.compare_digest(given[1].encode() if given else b"", expected_password.encode())
+    user_ok = hmac.compare_digest(_bytes(given[0]) if given else b"", _bytes(expected_user))
+    pw_ok = hmac.compare_digest(_bytes(given[1]) if given else b"", _bytes(expected_password))
     return given is not None and user_ok and pw_ok
 
 
@@ -159,11 +205,20 @@ def _same_origin_write(request: web.Request) -> bool:
 
 
 def basic_auth_middleware(
-    username: str, password: str, *, realm: str = "skybell-bridge", open_paths: Iterable[str] = ()
+    username: str,
+    password: str,
+    *,
+    realm: str = "skybell-bridge",
+    open_paths: Iterable[str] = (),
+    limiter: AuthLimiter | None = None,
 ) -> Middleware:
     """A middleware that refuses requests without the right Basic credentials or a live
-    session cookie (401)."""
+    session cookie (401), and clients that guessed wrong too often (429).
+
+    ``limiter`` None uses the app's ``AUTH_LIMITER`` (shared with the login form), else its own.
+    """
     exempt = frozenset(open_paths)
+    own = AuthLimiter()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -174,14 +229,23 @@ def basic_auth_middleware(
         resource = request.match_info.route.resource
         if resource is not None and resource in request.config_dict.get(_PUBLIC, ()):
             return await handler(request)
-        given = parse_basic(request.headers.get("Authorization", ""))
-        if credentials_match(given, username, password) or has_valid_session(request):
+        header = request.headers.get("Authorization", "")
+        session = has_valid_session(request)
+        limits = limiter or request.config_dict.get(AUTH_LIMITER) or own
+        if header and not session:
+            refuse_guesser(
+                request, limits
+            )  # before looking at the password: no oracle in a lockout
+        given = parse_basic(header)
+        if session or credentials_match(given, username, password):
             if not _same_origin_write(request):
                 raise web.HTTPForbidden(
                     text='{"error": "cross-origin request refused"}',
                     content_type="application/json",
                 )
             return await handler(request)
+        if header:  # a request with no credentials is a first visit, not a guess
+            await count_failure(request, limits, given[0] if given else "")
         _LOGGER.info(
             "refused %s %s from %s: bad credentials", request.method, request.path, request.remote
         )

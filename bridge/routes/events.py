@@ -55,7 +55,10 @@ def _check_secret(request: web.Request, service: EventService) -> None:
     given = request.headers.get(opts.webhook_header)
     if given is None:
         raise error(web.HTTPUnauthorized, f"missing the {opts.webhook_header} header")
-    if not hmac.compare_digest(given.encode(), opts.webhook_secret.reveal().encode()):
+    # surrogatepass: aiohttp decodes header bytes such as \xff\xfe to lone surrogates, which a
+    # plain encode() would raise on (a 500); as bytes they simply do not match.
+    expected = opts.webhook_secret.reveal().encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
         raise error(web.HTTPForbidden, f"wrong {opts.webhook_header} header")
 
 

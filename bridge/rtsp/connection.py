@@ -12,8 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bridge.authlimit import AuthLimiter
 from bridge.media.hub import Stream
-from bridge.rtsp.auth import Authenticator
+from bridge.rtsp.auth import Authenticator, ConnectionAuth
 from bridge.rtsp.feed import FeedRegistry, StreamFeed
 from bridge.rtsp.message import (
     Interleaved,
@@ -48,6 +49,7 @@ class ServerContext:
     keyframe_timeout: float
     session_timeout: int
     sessions: dict[str, RtspSession] = field(default_factory=dict)
+    auth_limiter: AuthLimiter | None = None  # shared with HTTP: guesses here count there too
 
 
 @dataclass
@@ -85,6 +87,8 @@ class RtspConnection:
         self.local = str(writer.get_extra_info("sockname")[0])
         self.peer = str(writer.get_extra_info("peername")[0])
         self.sessions: dict[str, RtspSession] = {}
+        self._auth = ConnectionAuth()  # Digest nonces are bound to this connection
+        self._refused = False  # an address that keeps guessing: close after the 503
         self._feeds: dict[Stream, StreamFeed] = {}
         self._described: dict[Stream, list[TrackInfo]] = {}
         self._handlers: dict[str, Callable[[Request], Awaitable[_Reply]]] = {
@@ -119,6 +123,8 @@ class RtspConnection:
                     await self._respond(message)
                 except ConnectionError:
                     break  # the client hung up before reading the reply
+                if self._refused:
+                    break
         finally:
             await self._cleanup()
 
@@ -149,11 +155,23 @@ class RtspConnection:
         auth = self._ctx.auth
         if auth is None or request.method == "OPTIONS":
             return None
-        result = auth.check(request.method, request.headers.get("authorization"))
-        if result == "ok":
+        limiter = self._ctx.auth_limiter
+        header = request.headers.get("authorization")
+        if limiter is not None and header and (wait := limiter.retry_after(self.peer)) > 0:
+            # Refused before the credentials are looked at (a lockout that let the right
+            # password through would tell a guesser when it was right); then hang up.
+            self._refused = True
+            _LOGGER.info("rtsp %s: refused (too many failed authentications)", self.peer)
+            reply = _text(503, "Too Many Failed Authentications", "try again later")
+            reply.headers.append(("Retry-After", str(int(wait) + 1)))
+            return reply
+        verdict = auth.check(request.method, request.url, header, self._auth)
+        if verdict.result == "ok":
             return None
+        if limiter is not None and verdict.result == "denied" and verdict.username is not None:
+            limiter.failed(self.peer, verdict.username)
         _LOGGER.info("rtsp %s: %s refused (authentication)", self.peer, request.method)
-        challenges = auth.challenges(stale=result == "stale")
+        challenges = auth.challenges(self._auth, stale=verdict.result == "stale")
         return _Reply(401, [("WWW-Authenticate", c) for c in challenges])
 
     def _write(self, data: bytes) -> None:

@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from bridge.authlimit import AuthLimiter
 from bridge.rtsp.auth import Authenticator, AuthMode
 from bridge.rtsp.connection import Resolver, RtspConnection, ServerContext
 from bridge.rtsp.feed import AudioMode, FeedRegistry
@@ -32,6 +33,7 @@ class RtspServer:
         audio: AudioMode = "aac",
         keyframe_timeout: float = 10.0,
         session_timeout: int = 60,
+        auth_limiter: AuthLimiter | None = None,
     ) -> None:
         if audio not in ("aac", "passthrough"):
             raise ValueError(f"unknown audio mode {audio!r}")
@@ -45,7 +47,12 @@ class RtspServer:
             else None
         )
         self._ctx = ServerContext(
-            resolve, FeedRegistry(audio), authenticator, keyframe_timeout, session_timeout
+            resolve,
+            FeedRegistry(audio),
+            authenticator,
+            keyframe_timeout,
+            session_timeout,
+            auth_limiter=auth_limiter,
         )
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], RtspConnection] = {}
