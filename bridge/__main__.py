@@ -163,8 +163,11 @@ async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the bridge until interrupted."""
+    from bridge.limits import raise_nofile_limit
     from bridge.service import Bridge
 
+    # Every client connection, UDP port and cloud socket is a descriptor: take all we may.
+    raise_nofile_limit()
     # Before the cloud is contacted: a refusal here is about this machine, not the account.
     exposed = check_exposure(settings.server)
     await asyncio.to_thread(check_storage, settings)
