@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bridge.authlimit import AuthLimiter
+from bridge.limits import ConnectionLimiter, RateLog
 from bridge.media.hub import Stream
 from bridge.rtsp.auth import Authenticator, ConnectionAuth
 from bridge.rtsp.feed import FeedRegistry, StreamFeed
@@ -50,6 +51,17 @@ class ServerContext:
     session_timeout: int
     sessions: dict[str, RtspSession] = field(default_factory=dict)
     auth_limiter: AuthLimiter | None = None  # shared with HTTP: guesses here count there too
+    # A connection that has not proved itself (authenticated, or sent a request of substance
+    # when there is no password) within this many seconds is closed; so is one that proved
+    # itself but sits with no session and no request for as long.
+    header_timeout: float = 10.0
+    max_udp_sessions: int = 4  # each UDP track holds two sockets; TCP sessions hold none
+    limiter: ConnectionLimiter | None = None
+    idle_log: RateLog = field(
+        default_factory=lambda: RateLog(
+            _LOGGER, "rtsp: closed connections idle past the header timeout", level=logging.INFO
+        )
+    )
 
 
 @dataclass
@@ -83,9 +95,12 @@ class RtspConnection:
     ) -> None:
         self._ctx = ctx
         self._reader = reader
-        self._writer = writer
+        self._writer = self.writer = writer
         self.local = str(writer.get_extra_info("sockname")[0])
         self.peer = str(writer.get_extra_info("peername")[0])
+        self._proven = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._arm()
         self.sessions: dict[str, RtspSession] = {}
         self._auth = ConnectionAuth()  # Digest nonces are bound to this connection
         self._refused = False  # an address that keeps guessing: close after the 503
@@ -139,6 +154,9 @@ class RtspConnection:
         elif (denied := self._authorize(request)) is not None:
             reply = denied
         else:
+            if request.method != "OPTIONS":
+                self._prove()
+            self._disarm()  # a DESCRIBE may wait seconds for a keyframe: that is not idling
             try:
                 reply = await handler(request)
             except Exception:
@@ -149,6 +167,8 @@ class RtspConnection:
         )
         if reply.after is not None:
             reply.after()
+        if self._proven and not self.sessions:
+            self._arm()
         await self._writer.drain()
 
     def _authorize(self, request: Request) -> _Reply | None:
@@ -177,6 +197,32 @@ class RtspConnection:
     def _write(self, data: bytes) -> None:
         if not self._writer.is_closing():
             self._writer.write(data)
+
+    def _prove(self) -> None:
+        if not self._proven:
+            self._proven = True
+            if self._ctx.limiter is not None:
+                self._ctx.limiter.prove(self._writer)
+
+    def _arm(self) -> None:
+        # Restarted from now; before the connection proves itself it is armed only once, at
+        # connect, so OPTIONS every second (which needs no password) cannot keep it open.
+        self._disarm()
+        if self._ctx.header_timeout > 0:
+            self._idle = asyncio.get_running_loop().call_later(
+                self._ctx.header_timeout, self._idle_expired
+            )
+
+    def _disarm(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        _LOGGER.debug("rtsp %s: idle past the header timeout, closing", self.peer)
+        self._ctx.idle_log.hit(self.peer)
+        self._writer.transport.abort()  # the read loop sees EOF and cleans up
 
     def _touch(self) -> None:
         # Any sign of life counts as a keepalive for this connection's sessions: some NVRs
@@ -219,6 +265,8 @@ class RtspConnection:
         self.sessions.pop(session.id, None)
         self._ctx.sessions.pop(session.id, None)
         await session.close()
+        if not self.sessions and not self._writer.is_closing():
+            self._arm()  # no session left: the connection is idle again
 
     async def _cleanup(self) -> None:
         for session in list(self.sessions.values()):
@@ -226,6 +274,7 @@ class RtspConnection:
         for stream in self._feeds:
             self._ctx.feeds.release(stream)
         self._feeds.clear()
+        self._disarm()
         self._writer.transport.abort()
 
     # -- methods -------------------------------------------------------------------------------
@@ -266,6 +315,14 @@ class RtspConnection:
         index = split_url(request.url)[1] or 0
         if index >= len(tracks):
             return _text(404, "Track Not Found", f"stream {name!r} has no track {index}")
+        if not transport.tcp and (session is None or session.tcp is None):
+            # Each UDP session holds two sockets per track: a cap per connection, and none at
+            # all once client connections have used their share of the process's descriptors.
+            udp = sum(1 for s in self.sessions.values() if s.tcp is False)
+            if udp >= self._ctx.max_udp_sessions:
+                return _text(503, "Too Many UDP Sessions", "too many UDP sessions: use TCP")
+            if self._ctx.limiter is not None and self._ctx.limiter.fds_low():
+                return _text(503, "Out Of Resources", "out of file descriptors: use TCP")
         if session is None:
             if len(self.sessions) >= _MAX_SESSIONS:
                 return _Reply(503, reason="Too Many Sessions")

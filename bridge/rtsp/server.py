@@ -9,9 +9,11 @@ import time
 from typing import Any
 
 from bridge.authlimit import AuthLimiter
+from bridge.limits import ConnectionLimiter
 from bridge.rtsp.auth import Authenticator, AuthMode
 from bridge.rtsp.connection import Resolver, RtspConnection, ServerContext
 from bridge.rtsp.feed import AudioMode, FeedRegistry
+from bridge.rtsp.message import format_response
 
 __all__ = ["RtspServer"]
 
@@ -33,6 +35,9 @@ class RtspServer:
         audio: AudioMode = "aac",
         keyframe_timeout: float = 10.0,
         session_timeout: int = 60,
+        header_timeout: float = 10.0,
+        max_udp_sessions: int = 4,
+        limiter: ConnectionLimiter | None = None,
         auth_limiter: AuthLimiter | None = None,
     ) -> None:
         if audio not in ("aac", "passthrough"):
@@ -52,6 +57,9 @@ class RtspServer:
             authenticator,
             keyframe_timeout,
             session_timeout,
+            header_timeout=header_timeout,
+            max_udp_sessions=max_udp_sessions,
+            limiter=limiter,
             auth_limiter=auth_limiter,
         )
         self._server: asyncio.Server | None = None
@@ -98,9 +106,24 @@ class RtspServer:
         }
 
     def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closed:
+        peer = writer.get_extra_info("peername")
+        if self._closed or peer is None:  # None: the client already left
             writer.transport.abort()
             return
+        limiter = self._ctx.limiter
+        if limiter is not None:
+            refused = limiter.admit(writer, str(peer[0]), writer.transport.abort)
+            if refused is not None:
+                # Said before any request, so without CSeq; the limiter logs refusals in bulk.
+                writer.write(
+                    format_response(
+                        503, None, [("Content-Type", "text/plain")], f"{refused}\n".encode()
+                    )
+                )
+                # close() sends the few bytes already queued, then frees the socket: a refused
+                # connection keeps no descriptor, however the client behaves.
+                writer.transport.close()
+                return
         conn = RtspConnection(self._ctx, reader, writer)
         # Our own task rather than the one asyncio.start_server would wrap a coroutine callback
         # in: that one cannot be cancelled on close without asyncio logging an error (3.11).
@@ -115,6 +138,8 @@ class RtspServer:
             # One client's failure must never reach the others or the server.
             _LOGGER.exception("rtsp %s: connection failed", conn.peer)
         finally:
+            if self._ctx.limiter is not None:
+                self._ctx.limiter.release(conn.writer)
             task = asyncio.current_task()
             if task is not None:
                 self._connections.pop(task, None)
