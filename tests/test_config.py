@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import Settings, load_settings
+from bridge.config import RecordDeviceSettings, Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.redact import Secret
 
@@ -129,3 +129,113 @@ def test_example_file_loads_and_names_every_key() -> None:
             assert re.search(pattern or rf"^#? ?{key.name}(_file)? = ", text, re.M), (
                 f"{section.name}.{key.name}"
             )
+
+
+def _number_keys() -> list[tuple[str, str, type]]:
+    """Every flat int/float key as (section, key, type), found from the dataclasses."""
+    found = []
+    hints = typing.get_type_hints(Settings)
+    for section in dataclasses.fields(Settings):
+        if section.name == "rules":
+            continue
+        cls = hints[section.name]
+        for name, typ in typing.get_type_hints(cls).items():
+            args = set(typing.get_args(typ)) - {type(None)} or {typ}
+            for kind in (float, int):
+                if args == {kind}:
+                    found.append((section.name, name, kind))
+    return found
+
+
+def test_finding_9_nan_and_infinity_rejected_for_every_number_key(tmp_path: Path) -> None:
+    keys = _number_keys()
+    assert ("streams", "idle_timeout", float) in keys
+    assert ("events", "poll_backfill", float) in keys
+    assert ("record", "max_total_gb", float) in keys  # float | None too
+    for section, name, _ in keys:
+        for literal in ("nan", "inf", "-inf", "+inf"):
+            with pytest.raises(ConfigError) as info:
+                load_settings(write(tmp_path, f"[{section}]\n{name} = {literal}\n"), env={})
+            assert info.value.key == f"{section}.{name}"
+            env_name = f"SKYBELL_BRIDGE_{section}_{name}".upper()
+            for text in (literal, literal.upper(), "Infinity"):
+                with pytest.raises(ConfigError) as info:
+                    load_settings(env={env_name: text})
+                assert info.value.key == f"{section}.{name}"
+
+
+def test_finding_9_per_device_overrides_reject_nan_too(tmp_path: Path) -> None:
+    path = write(tmp_path, "[record.devices.front-door]\nmax_gb = nan\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.key == "record.devices.front-door.max_gb"
+    assert "not NaN or infinity" in str(info.value)
+
+
+def test_finding_9_every_number_key_has_an_upper_bound() -> None:
+    # An open-ended key takes 1e300 and overflows a timer, a date or a byte count later on.
+    hints = typing.get_type_hints(Settings)
+    sections = [(s, hints[s]) for s, _, _ in _number_keys()] + [
+        ("record.devices.NAME", RecordDeviceSettings)
+    ]
+    for section, cls in sections:
+        for f in dataclasses.fields(cls):
+            if f.type in ("int", "float", "float | None", "int | None"):
+                _, hi = f.metadata.get("range", (None, None))
+                assert hi is not None, f"{section}.{f.name} has no upper bound"
+
+
+def test_finding_9_absurd_min_free_mb_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "[record]\nmin_free_mb = 1099511627776\n"), env={})
+    assert info.value.key == "record.min_free_mb"
+    assert "from 0 to 10000000" in str(info.value)  # a bound a person can read, not 1e+07
+    assert load_settings(env={"SKYBELL_BRIDGE_RECORD_MIN_FREE_MB": "10000000"})
+
+
+def test_finding_9_toml_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_bytes(b'[server]\nhost = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.key == "config file"
+    assert "not UTF-8" in str(info.value)
+    path.write_bytes("[server]\nport = 1\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(path, env={})
+
+
+def test_finding_9_secret_file_not_utf8(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"\xff\xfepass")
+    env = {
+        "SKYBELL_BRIDGE_SERVER_USERNAME": "a",
+        "SKYBELL_BRIDGE_SERVER_PASSWORD_FILE": str(secret),
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert info.value.key == "server.password"
+    assert "not UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"SKYBELL_BRIDGE_SERVER_HOST": "127.0.0.1\x00.evil"}, "server.host"),
+        ({"SKYBELL_BRIDGE_STORAGE_CLIPS_DIR": "clips\x00"}, "storage.clips_dir"),
+        # Undecodable bytes in the environment arrive as lone surrogates.
+        ({"SKYBELL_BRIDGE_SERVER_USERNAME": "adm\udcffin"}, "server.username"),
+        ({"SKYBELL_BRIDGE_SERVER_PASSWORD": "pw\udcff-more"}, "server.password"),
+    ],
+)
+def test_finding_9_nul_and_undecodable_text_rejected(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert info.value.key == key
+    if key == "server.password":
+        assert "more" not in str(info.value)  # a secret is never echoed, even a broken one
+
+
+def test_finding_1_empty_password_is_no_password() -> None:
+    settings = load_settings(env={"SKYBELL_BRIDGE_SERVER_PASSWORD": ""})
+    assert settings.server.password is None
