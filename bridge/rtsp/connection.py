@@ -156,7 +156,8 @@ class RtspConnection:
         else:
             if request.method != "OPTIONS":
                 self._prove()
-            self._disarm()  # a DESCRIBE may wait seconds for a keyframe: that is not idling
+            if self._proven:
+                self._disarm()  # a DESCRIBE may wait seconds for a keyframe: not idling
             try:
                 reply = await handler(request)
             except Exception:
