@@ -161,6 +161,11 @@ class AuthLimiter:
         record = self._get(self._addresses, client, now)
         return max(0.0, record.blocked_until - now) if record is not None else 0.0
 
+    def failures(self, client: str) -> int:
+        """Wrong guesses on record for ``client`` (forgotten after ``forget_after`` quiet seconds)."""
+        record = self._get(self._addresses, client, self._clock())
+        return record.failures if record is not None else 0
+
     def user_under_attack(self, username: str) -> bool:
         """Whether recent failures for ``username`` across addresses look like a distributed guess."""
         record = self._get(self._users, username, self._clock())

@@ -55,6 +55,8 @@ def host_name(value: str) -> str | None:
         ):
             return None
         return inside or None
+    if value.count(":") > 1:  # an unbracketed IPv6 literal (not valid HTTP, but unambiguous)
+        return value if _is_ip(value) else None
     name, sep, port = value.rpartition(":")
     if sep and not (port.isascii() and port.isdigit()):
         return None
@@ -114,7 +116,7 @@ def same_origin(origin: str, host: str) -> bool:
         return False  # "null" (sandboxed frames, file:), or another scheme
     host = host.strip().lower()
     default = ":" + _DEFAULT_PORTS[parts.scheme]
-    return netloc == host or netloc == host.removesuffix(default) or netloc + default == host
+    return netloc.removesuffix(default) == host.removesuffix(default)
 
 
 def _refuse(status: type[web.HTTPException], message: str) -> web.HTTPException:

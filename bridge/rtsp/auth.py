@@ -73,7 +73,10 @@ def parse_digest_fields(text: str) -> dict[str, str]:
 def _target(uri: str) -> str:
     """The path and query a URL or a bare path names, for comparing ``uri=`` with the request."""
     if "://" in uri:
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+        except ValueError:  # "rtsp://[x/": no path can be told apart, compare it whole
+            return uri
         uri = parts.path + (f"?{parts.query}" if parts.query else "")
     return unquote(uri).rstrip("/") or "/"
 
