@@ -22,7 +22,12 @@ _MAX_LINE = 4096
 _MAX_HEADERS = 64
 _MAX_BODY = 64 << 10
 _METHOD = re.compile(r"[A-Za-z_-]{1,32}")
-_TRACK_SUFFIX = re.compile(r"(?:trackID|track|streamid)=(\d+)$", re.IGNORECASE)
+_TRACK_SUFFIX = re.compile(r"(?:trackID|track|streamid)=([0-9]{1,9})$", re.IGNORECASE)
+# Numbers from the wire are ASCII digits only: str.isdigit() also accepts "²", which int()
+# then refuses, and int() accepts other scripts' digits ("٣"); both have no place in RTSP.
+_DIGITS = re.compile(r"[0-9]{1,10}")
+# Control characters in a header would be echoed (CSeq) or logged; a bare CR could split a reply.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 REASONS = {
     200: "OK",
@@ -58,8 +63,9 @@ class Request:
 
     @property
     def cseq(self) -> str | None:
-        """The CSeq to echo, if the client sent one."""
-        return self.headers.get("cseq")
+        """The CSeq to echo, if the client sent a valid one (ASCII digits)."""
+        value = self.headers.get("cseq")
+        return value if value is not None and _DIGITS.fullmatch(value) else None
 
     @property
     def session_id(self) -> str | None:
@@ -88,8 +94,14 @@ async def read_message(reader: asyncio.StreamReader) -> Request | Interleaved | 
         size = int.from_bytes(head[1:3], "big")
         return Interleaved(head[0], await reader.readexactly(size))
     line = first + await _readline(reader)
-    parts = line.decode("utf-8", "replace").strip().split(" ")
-    if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or not parts[2].startswith("RTSP/"):
+    text = line.decode("utf-8", "replace").strip()
+    parts = text.split(" ")
+    if (
+        _CONTROL.search(text)
+        or len(parts) != 3
+        or not _METHOD.fullmatch(parts[0])
+        or not parts[2].startswith("RTSP/")
+    ):
         raise ParseError("bad request line")
     request = Request(parts[0].upper(), parts[1], parts[2])
     for _ in range(_MAX_HEADERS + 1):
@@ -100,14 +112,17 @@ async def read_message(reader: asyncio.StreamReader) -> Request | Interleaved | 
         name, sep, value = text.partition(":")
         if not sep or not name.strip():
             raise ParseError("bad header line")
+        if _CONTROL.search(text):
+            raise ParseError("control character in a header")
         request.headers[name.strip().lower()] = value.strip()
     else:
         raise ParseError("too many headers")
     length_text = request.headers.get("content-length", "0")
-    if not length_text.isdigit() or int(length_text) > _MAX_BODY:
+    if not _DIGITS.fullmatch(length_text) or int(length_text) > _MAX_BODY:
         raise ParseError("bad Content-Length")
-    if int(length_text):
-        request.body = await reader.readexactly(int(length_text))
+    length = int(length_text)
+    if length:
+        request.body = await reader.readexactly(length)
     return request
 
 
@@ -178,7 +193,7 @@ def _pair(value: str | None) -> tuple[int, int] | None:
     if not value:
         return None
     first, _, second = value.partition("-")
-    if not first.isdigit() or (second and not second.isdigit()):
+    if not _DIGITS.fullmatch(first) or (second and not _DIGITS.fullmatch(second)):
         return None
     low = int(first)
     high = int(second) if second else low + 1

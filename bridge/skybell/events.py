@@ -142,10 +142,16 @@ def parse_time(value: Any) -> datetime | None:
     """An aware UTC time from JS milliseconds or ISO 8601 (naive means UTC), else None."""
     try:
         when = _parse_time(value)
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        # Converted here, where a failure is still "not a time": 9999-12-31T23:59:59-14:00
+        # parses, but is past year 9999 in UTC, and the event id needs its Unix time too.
+        when = when.astimezone(UTC)
+        when.timestamp()
     except (ValueError, OverflowError, OSError):  # NaN, or a year past 9999
         return None
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     return when
 
 

@@ -19,9 +19,23 @@ from bridge.media.packet import h264_profile
 
 from .errors import OfferError
 
-__all__ = ["AudioChoice", "Offer", "VideoChoice", "choose_audio", "choose_video", "parse_offer"]
+__all__ = [
+    "MAX_SDP",
+    "AudioChoice",
+    "Offer",
+    "VideoChoice",
+    "choose_audio",
+    "choose_video",
+    "parse_offer",
+]
 
-_MAX_SDP = 64 * 1024  # a browser offer is 3-10 KB; anything far larger is not an offer
+# A browser offer with audio, video and data is 3-10 KB; anything far larger is not an offer.
+# Capped before aiortc parses it: each m-line becomes a transceiver with its own DTLS and ICE
+# state, and 20 offers of 300 video lines once took the process from 332 MB to about 1 GB.
+MAX_SDP = 16 * 1024
+# What one viewer can use: the doorbell has one picture and one sound; a data channel is allowed
+# because browsers that opened one before offering add it.
+_MAX_LINES = {"video": 1, "audio": 1, "application": 1}
 _RECEIVING = ("recvonly", "sendrecv")
 _P = H264Profile
 # Which viewer profiles decode a doorbell profile, best first. A High decoder handles Main
@@ -77,14 +91,24 @@ def parse_offer(sdp: str) -> Offer:
     """Parse an offer; OfferError (a 400) unless it can receive H.264 with packetization-mode=1."""
     if not sdp.strip():
         raise OfferError("empty SDP offer")
-    if len(sdp) > _MAX_SDP:
-        raise OfferError(f"SDP offer too large ({len(sdp)} bytes)")
+    size = len(sdp.encode("utf-8", "surrogatepass"))
+    if size > MAX_SDP:
+        raise OfferError(f"SDP offer too large ({size} bytes; the limit is {MAX_SDP})")
     if not sdp.lstrip().startswith("v=0"):
         raise OfferError("not an SDP offer: it must start with v=0")
+    _check_media_lines(sdp)
     try:
         description = SessionDescription.parse(sdp)
-    except (ValueError, KeyError, IndexError, AssertionError, TypeError) as err:
-        raise OfferError(f"malformed SDP offer: {err or type(err).__name__}") from err
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        AssertionError,
+        TypeError,
+        AttributeError,  # a line aiortc's regular expressions do not match
+        StopIteration,  # an a=rtpmap/fmtp for a payload type the m-line does not list
+    ) as err:
+        raise OfferError(f"malformed SDP offer: {str(err)[:120] or type(err).__name__}") from err
     for media in description.media:
         # What aiortc would refuse later, checked now: by then the doorbell would be awake.
         if not (media.ice and media.ice.usernameFragment and media.ice.password):
@@ -112,6 +136,23 @@ def parse_offer(sdp: str) -> Offer:
     audios = [m for m in description.media if m.kind == "audio"]
     audio = audios[0].rtp.codecs if audios and audios[0].direction in (*_RECEIVING, None) else []
     return Offer(sdp=sdp, h264=usable, audio=tuple(audio))
+
+
+def _check_media_lines(sdp: str) -> None:
+    """Refuse offers with more m-lines than a viewer can use, before aiortc parses them."""
+    counts: dict[str, int] = {}
+    for line in sdp.splitlines():
+        if not line.startswith("m="):
+            continue
+        kind = line[2:].split(" ", 1)[0]
+        if kind not in _MAX_LINES:
+            raise OfferError(f"the offer has an unsupported {kind[:20]!r} m-line")
+        counts[kind] = counts.get(kind, 0) + 1
+        if counts[kind] > _MAX_LINES[kind]:
+            raise OfferError(
+                f"the offer has more than {_MAX_LINES[kind]} {kind} m-line; the bridge sends "
+                "one video, one audio and at most one data section"
+            )
 
 
 def _profile(profile_level_id: object) -> H264Profile | None:
