@@ -504,6 +504,7 @@ async def test_login_sets_a_session_cookie_and_basic_still_works(
         "rtsp_port": 8554,
         "rtsp_host": None,  # a wildcard: the page uses the host it was loaded from
         "features": {"automation": False},
+        "lan_without_password": False,
     }
     assert (await client.get("/api/secret", headers=basic("admin", "pw-1357"))).status == 200
     cross = {**basic("admin", "pw-1357"), "Origin": "http://example.net"}
