@@ -38,6 +38,11 @@ BUTTON_TOKEN: Final = "U2FsdGVkX19I2qbfYVjEx55dE0IwT1MGJQO7+10uYsQ="  # noqa: S1
 MOTION_TOKEN: Final = "U2FsdGVkX19D5MkIkoMdNaaRL9ndCFYnMVKpi/ylBq8="  # noqa: S105 - not a secret
 TOKENS: Final[Mapping[str, str]] = {BUTTON_TOKEN: "doorbell", MOTION_TOKEN: "motion"}
 _MAX_TEXT = 1024  # real packets carry 45 bytes; anything this large is not one
+# Packets from addresses no doorbell is known at wait for one cloud lookup. Anyone on the LAN can
+# send well-formed packets, and the lookup may hang for the cloud's whole timeout, so what waits
+# is bounded: a few packets per address (a doorbell sends one per press), a few addresses.
+_PENDING_PER_ADDRESS = 4
+_PENDING_ADDRESSES = 16
 
 
 def encode_packet(token: str) -> bytes:
@@ -85,6 +90,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self._publish = publish
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, list[str]] = {}  # tokens waiting for their sender's lookup
         self._warned: set[str] = set()
 
     async def start(self) -> None:
@@ -120,17 +126,33 @@ class UdpListener(asyncio.DatagramProtocol):
         if device is not None:
             self._emit(device, token, ip)
             return
-        # Maybe a doorbell added (or readdressed) since start: ask the cloud, off this callback.
-        task = asyncio.get_running_loop().create_task(self._resolve(ip, token))
+        # Maybe a doorbell added (or readdressed) since start: ask the cloud, off this callback,
+        # once per address however many packets arrive meanwhile.
+        waiting = self._pending.get(ip)
+        if waiting is not None:
+            if len(waiting) < _PENDING_PER_ADDRESS:
+                waiting.append(token)
+            else:
+                self.counts["unknown_sender"] += 1
+            return
+        if len(self._pending) >= _PENDING_ADDRESSES:
+            self.counts["unknown_sender"] += 1
+            return
+        self._pending[ip] = [token]
+        task = asyncio.get_running_loop().create_task(self._resolve(ip))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resolve(self, ip: str, token: str) -> None:
-        device = await self._directory.find_ip(ip)
+    async def _resolve(self, ip: str) -> None:
+        try:
+            device = await self._directory.find_ip(ip)
+        finally:
+            tokens = self._pending.pop(ip, [])
         if device is not None:
-            self._emit(device, token, ip)
+            for token in tokens:
+                self._emit(device, token, ip)
             return
-        self.counts["unknown_sender"] += 1
+        self.counts["unknown_sender"] += len(tokens)
         if ip not in self._warned:
             self._warned.add(ip)
             _LOGGER.warning("SkyBell UDP event from %s, which is no doorbell on the account", ip)
