@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -244,8 +245,13 @@ class ClipIndex:
 
 
 def _parse_cursor(cursor: str) -> tuple[float, int]:
+    # The cursor comes back from a client: SQLite raises OverflowError for an id past 64 bits.
+    start, _, clip_id = cursor.partition(":")
     try:
-        start, _, clip_id = cursor.partition(":")
-        return float(start), int(clip_id)
+        when = float(start)
+        ok = math.isfinite(when) and clip_id.isascii() and clip_id.isdigit() and len(clip_id) < 19
     except ValueError:
-        raise RecordError(f"bad cursor {cursor!r}") from None
+        ok = False
+    if not ok:
+        raise RecordError(f"bad cursor {cursor[:40]!r}")
+    return when, int(clip_id)

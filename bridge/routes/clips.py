@@ -1,7 +1,7 @@
 """Clips API: list and filter, metadata, video (with HTTP Range for seeking), thumbnail, delete,
 and manual recording (``POST /api/record?src=``).
 
-Clips are addressed by their index id only (``\\d+`` in the route), never by a path from the
+Clips are addressed by their index id only (``[0-9]+`` in the route), never by a path from the
 request, so no URL can name a file outside the clips folder; the store resolves and checks the
 indexed path again before anything is opened.
 """
@@ -24,7 +24,7 @@ from bridge.record import (
 )
 from bridge.record.index import Clip
 from bridge.record.s3 import S3Uploader
-from bridge.routes.common import error, stream_from_query
+from bridge.routes.common import error, int_query, path_id, stream_from_query
 
 __all__ = ["RECORDER", "STORE", "UPLOADER", "setup"]
 
@@ -37,29 +37,27 @@ UPLOADER = web.AppKey("s3_uploader", S3Uploader)
 _FILTERS = ("device", "event", "source", "state", "cursor")
 
 
+_MAX_OFFSET = 10**9
+_MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: later times cannot be shown as dates
+
+
 def _time_param(request: web.Request, name: str) -> float | None:
     """A Unix time or an ISO-8601 date/time from the query."""
     value = request.query.get(name)
     if value is None or value == "":
         return None
+    when: float | None
     try:
-        return float(value)
+        when = float(value)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise error(web.HTTPBadRequest, f"{name} must be a Unix time or an ISO date") from None
-
-
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    try:
-        value = int(request.query.get(name, default))
-    except ValueError:
-        raise error(web.HTTPBadRequest, f"{name} must be an integer") from None
-    if value < 0:
-        raise error(web.HTTPBadRequest, f"{name} must not be negative")
-    return value
+        try:
+            # A naive time is local; timestamp() of year 1 or 9999 can overflow (OSError).
+            when = datetime.fromisoformat(value).timestamp()
+        except (ValueError, OverflowError, OSError):
+            when = None
+    if when is None or not -_MAX_TIME <= when <= _MAX_TIME:  # also NaN and inf
+        raise error(web.HTTPBadRequest, f"{name} must be a Unix time or an ISO date")
+    return when
 
 
 def _describe(clip: Clip) -> dict[str, Any]:
@@ -74,8 +72,9 @@ async def _list(request: web.Request) -> web.Response:
     filters: dict[str, Any] = {k: request.query[k] for k in _FILTERS if request.query.get(k)}
     filters["since"] = _time_param(request, "since")
     filters["until"] = _time_param(request, "until")
-    filters["limit"] = min(_int_param(request, "limit", 50), 1000) or 1
-    filters["offset"] = _int_param(request, "offset", 0)
+    # A limit past the cap is clamped rather than refused, as before; absurd ones are a 400.
+    filters["limit"] = min(int_query(request, "limit", 50, 0, _MAX_OFFSET), 1000) or 1
+    filters["offset"] = int_query(request, "offset", 0, 0, _MAX_OFFSET)
     try:
         page = await request.app[STORE].query(**filters)
     except RecordError as err:  # a cursor that is not one of ours
@@ -86,9 +85,10 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _clip(request: web.Request) -> Clip:
-    clip = await request.app[STORE].get(int(request.match_info["id"]))
+    clip_id = path_id(request)
+    clip = await request.app[STORE].get(clip_id)
     if clip is None:
-        raise error(web.HTTPNotFound, f"no clip {request.match_info['id']}")
+        raise error(web.HTTPNotFound, f"no clip {clip_id}")
     return clip
 
 
@@ -134,7 +134,7 @@ async def _redirect_to_s3(request: web.Request, clip: Clip, *, thumbnail: bool =
 
 
 async def _delete(request: web.Request) -> web.Response:
-    clip_id = int(request.match_info["id"])
+    clip_id = path_id(request)
     try:
         clip = await request.app[STORE].delete(clip_id)
     except ClipBusy:
@@ -174,9 +174,9 @@ def setup(
     if uploader is not None:
         app[UPLOADER] = uploader
     app.router.add_get("/api/clips", _list)
-    app.router.add_get(r"/api/clips/{id:\d+}", _metadata)
-    app.router.add_delete(r"/api/clips/{id:\d+}", _delete)
-    app.router.add_get(r"/api/clips/{id:\d+}/video", _video)
-    app.router.add_get(r"/api/clips/{id:\d+}/thumbnail", _thumbnail)
+    app.router.add_get(r"/api/clips/{id:[0-9]+}", _metadata)
+    app.router.add_delete(r"/api/clips/{id:[0-9]+}", _delete)
+    app.router.add_get(r"/api/clips/{id:[0-9]+}/video", _video)
+    app.router.add_get(r"/api/clips/{id:[0-9]+}/thumbnail", _thumbnail)
     app.router.add_post("/api/record", _record)
     app.router.add_get("/api/record", _recording)

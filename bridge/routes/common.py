@@ -1,17 +1,31 @@
-"""What every output route needs: the hub on the app, and finding a stream from ``?src=``."""
+"""What every route needs: the hub on the app, finding a stream from ``?src=``, and numbers
+from the URL that are checked before they reach int(), SQLite or datetime."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
 from bridge.media.hub import Hub, Stream
 
-__all__ = ["HUB", "error", "find_stream", "stream_from_query"]
+__all__ = [
+    "HUB",
+    "MAX_ID",
+    "error",
+    "find_stream",
+    "int_query",
+    "path_id",
+    "stream_from_query",
+]
 
 HUB = web.AppKey("hub", Hub)
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: larger ids raise OverflowError when bound
+# ASCII only: int() also accepts other scripts' digits ("٣"), str.isdigit() even "²" which
+# int() then refuses. The length bound keeps int() of a megabyte of digits off the event loop.
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
 def error(status: type[web.HTTPException], message: str, **extra: Any) -> web.HTTPException:
@@ -34,3 +48,22 @@ def find_stream(hub: Hub, src: str) -> Stream:
 def stream_from_query(request: web.Request) -> Stream:
     """The stream named by the ``src`` query parameter, or a 400/404 that says which exist."""
     return find_stream(request.app[HUB], request.query.get("src", "").strip())
+
+
+def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    """The integer query parameter ``name`` within [lo, hi], ``default`` if absent, else a 400."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (_INTEGER.fullmatch(raw) and lo <= int(raw) <= hi):
+        raise error(web.HTTPBadRequest, f"{name} must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def path_id(request: web.Request, key: str = "id", what: str = "clip") -> int:
+    """A numeric id from the URL path; one outside the 64-bit range names nothing (404)."""
+    raw = request.match_info[key]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_ID):
+        shown = raw if len(raw) <= 24 else raw[:20] + "..."
+        raise error(web.HTTPNotFound, f"no {what} {shown}")
+    return int(raw)

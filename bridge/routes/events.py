@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bridge.events.bus import EventQueue
 from bridge.events.service import EventService
-from bridge.routes.common import error
+from bridge.routes.common import error, int_query
 from bridge.skybell.events import (
     EVENT_TYPES,
     Event,
@@ -142,16 +142,6 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     return when
 
 
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    try:
-        value = int(request.query.get(name, default))
-    except ValueError:
-        value = lo - 1
-    if not lo <= value <= hi:
-        raise error(web.HTTPBadRequest, f"{name} must be an integer from {lo} to {hi}")
-    return value
-
-
 def _types_param(request: web.Request) -> set[str]:
     types = {t for t in request.query.get("type", "").split(",") if t}
     unknown = types - set(EVENT_TYPES)
@@ -174,8 +164,8 @@ async def _events(request: web.Request) -> web.Response:
         type=next(iter(types), None),
         since=_time_param(request, "since"),
         until=_time_param(request, "until"),
-        limit=_int_param(request, "limit", 50, 1, _MAX_LIMIT),
-        offset=_int_param(request, "offset", 0, 0, 10**9),
+        limit=int_query(request, "limit", 50, 1, _MAX_LIMIT),
+        offset=int_query(request, "offset", 0, 0, 10**9),
     )
     return web.json_response(page.as_dict())
 
