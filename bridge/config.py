@@ -471,7 +471,10 @@ def _convert(key: str, typ: Any, value: Any, origin: str, meta: Mapping[str, Any
     if typ is Path:
         if not isinstance(value, str) or not value or not _is_clean_text(value):
             raise fail("a path")
-        return Path(value).expanduser()
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # "~name" for a user this system does not have
+            raise fail("a path (~ names no user here)") from None
     raise TypeError(f"config: no converter for {typ!r} ({key})")
 
 
