@@ -178,11 +178,14 @@ class RtspConnection:
             return None
         limiter = self._ctx.auth_limiter
         header = request.headers.get("authorization")
-        if limiter is not None and header and (wait := limiter.retry_after(self.peer)) > 0:
+        # The limiter's key, not the raw peer: IPv6 counts per /64 and ::ffff:a.b.c.d as IPv4,
+        # the same key HTTP uses for this client.
+        who = limiter.client(self.peer) if limiter is not None else self.peer
+        if limiter is not None and header and (wait := limiter.retry_after(who)) > 0:
             # Refused before the credentials are looked at (a lockout that let the right
             # password through would tell a guesser when it was right); then hang up.
             self._refused = True
-            _LOGGER.info("rtsp %s: refused (too many failed authentications)", self.peer)
+            _LOGGER.debug("rtsp %s: refused (too many failed authentications)", self.peer)
             reply = _text(503, "Too Many Failed Authentications", "try again later")
             reply.headers.append(("Retry-After", str(int(wait) + 1)))
             return reply
@@ -190,7 +193,7 @@ class RtspConnection:
         if verdict.result == "ok":
             return None
         if limiter is not None and verdict.result == "denied" and verdict.username is not None:
-            limiter.failed(self.peer, verdict.username)
+            limiter.failed(who, verdict.username)
         _LOGGER.info("rtsp %s: %s refused (authentication)", self.peer, request.method)
         challenges = auth.challenges(self._auth, stale=verdict.result == "stale")
         return _Reply(401, [("WWW-Authenticate", c) for c in challenges])
