@@ -132,7 +132,8 @@ async def test_warm_starts_a_stream_without_viewers(make_bridge: BridgeFactory) 
             assert resp.status == 200
         for _ in range(100):
             _, body = await get_json(bridge.http_url + "api/streams?src=front-door")
-            if body["state"] == "live":
+            # Live on the first video frame; the first audio frame may trail it on a busy box.
+            if body["state"] == "live" and len(body["codecs"]) == 2:
                 break
             await asyncio.sleep(0.1)
         assert body["state"] == "live"
