@@ -82,8 +82,9 @@ class ServerSettings:
     # Without a password the bridge refuses to listen beyond loopback, unless this says the
     # user really wants live video and clip deletion open to the whole LAN.
     allow_lan_without_password: bool = False
-    # Comma-separated extra names the Host header may carry (loopback names and the bound
-    # address are always allowed); a DNS-rebinding page's Host is refused.
+    # Comma-separated extra names the Host header may carry; "*" turns the check off. Always
+    # allowed: loopback names, the bound host, this machine's name (and NAME.local), and any IP
+    # literal (DNS rebinding needs a name the attacker controls). Other Hosts get 421.
     allowed_hosts: str = ""
     # Comma-separated proxy addresses whose X-Forwarded-For is believed (for rate limiting).
     trusted_proxies: str = ""
