@@ -173,10 +173,11 @@ class ConnectionLimiter:
     def __len__(self) -> int:
         return len(self._tickets)
 
-    def fds_low(self) -> bool:
-        """Whether client connections have used up their share of descriptors."""
+    def fds_low(self, keep: int | None = None) -> bool:
+        """Whether fewer than ``keep`` descriptors (default: the reserve) are left."""
         fds = self._count_fds()
-        return fds is not None and fds >= self._fd_limit
+        limit = self._fd_limit if keep is None else self._fd_limit + self.fd_reserve - keep
+        return fds is not None and fds >= limit
 
     def admit(self, key: Hashable, peer: str, close: Callable[[], None]) -> str | None:
         """Take a new connection in (None), or say in one line why it is refused.

@@ -230,6 +230,7 @@ def test_finding_2_client_connections_leave_a_reserve_of_descriptors() -> None:
     limiter.prove("a")
     fds[0] = soft - 64  # what is left is the reserve: health, players' ports, the cloud
     assert limiter.admit("b", "10.0.0.2", lambda: closed.append("b")) == "out of file descriptors"
+    assert not limiter.fds_low(keep=32)  # a player's UDP ports may use half the reserve
     fds[0] = soft - 65
     assert limiter.admit("b", "10.0.0.2", lambda: closed.append("b")) is None
     fds[0] = soft - 64  # an unproven connection gives way to a newer one

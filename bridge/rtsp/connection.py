@@ -321,11 +321,14 @@ class RtspConnection:
             return _text(404, "Track Not Found", f"stream {name!r} has no track {index}")
         if not transport.tcp and (session is None or session.tcp is None):
             # Each UDP session holds two sockets per track: a cap per connection, and none at
-            # all once client connections have used their share of the process's descriptors.
+            # all once the process is short of descriptors.
             udp = sum(1 for s in self.sessions.values() if s.tcp is False)
             if udp >= self._ctx.max_udp_sessions:
                 return _text(503, "Too Many UDP Sessions", "too many UDP sessions: use TCP")
-            if self._ctx.limiter is not None and self._ctx.limiter.fds_low():
+            # A player that got this far may dip into the reserve kept from client connections,
+            # but only half of it: the rest stays for health checks and the cloud.
+            limiter = self._ctx.limiter
+            if limiter is not None and limiter.fds_low(keep=limiter.fd_reserve // 2):
                 return _text(503, "Out Of Resources", "out of file descriptors: use TCP")
         if session is None:
             if len(self.sessions) >= _MAX_SESSIONS:
