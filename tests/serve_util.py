@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,14 @@ def basic(user: str, password: str) -> dict[str, str]:
 async def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as resp:
         return resp.status, await resp.json(content_type=None)
+
+
+async def raw_http(port: int, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` byte for byte to 127.0.0.1:``port``; (status, body) of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body

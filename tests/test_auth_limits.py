@@ -9,7 +9,6 @@ DESCRIBE is a 404, a refused one 401, and a locked-out address gets 503 and a ha
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -37,6 +36,7 @@ from bridge.rtsp import RtspServer
 from bridge.rtsp.auth import Authenticator, ConnectionAuth, parse_digest_fields
 
 from .conftest import FakeClock
+from .serve_util import raw_http
 from .test_rtsp import RawClient
 
 USER = "admin"
@@ -351,16 +351,6 @@ def test_finding_7_digest_nonces_expire_unless_answered_and_nc_must_grow(clock: 
 
 
 # -- finding 6: credentials in any bytes -------------------------------------------------------
-
-
-async def raw_http(port: int, request: bytes) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    data = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
 
 
 async def test_finding_6_non_ascii_credentials_are_401_without_a_traceback(

@@ -3,7 +3,6 @@ accepted), plus the composition root's wiring of findings 3 and 6, through a who
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
@@ -14,22 +13,15 @@ from bridge.routes.origin import HostPolicy, host_name, same_origin
 from bridge.service import Bridge
 from bridge.skybell.triggers import WEBHOOK_PATH
 
-from .serve_util import BridgeFactory, basic
+from .serve_util import BridgeFactory, basic, raw_http
 from .test_rtsp import RawClient
 
 EVIL = "http://evil.example"
 
 
-async def raw_http(bridge: Bridge, request: bytes) -> tuple[int, bytes]:
-    """Send ``request`` byte for byte to the bridge's HTTP port; (status, body)."""
-    port = int(bridge.http_url.rstrip("/").rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    data = await reader.read()
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
+def http_port(bridge: Bridge) -> int:
+    """The HTTP port the bridge bound."""
+    return int(bridge.http_url.rstrip("/").rsplit(":", 1)[1])
 
 
 async def status(method: str, url: str, **kwargs: object) -> tuple[int, dict[str, object]]:
@@ -107,7 +99,7 @@ async def test_finding_4_foreign_host_is_refused_and_own_names_are_accepted(
     )
     header = bridge.settings.events.webhook_header
     request = request.replace(b"x-skybell-secret", header.encode())
-    code_raw, raw_body = await raw_http(bridge, request)
+    code_raw, raw_body = await raw_http(http_port(bridge), request)
     assert code_raw == 403
     assert json.loads(raw_body) == {"error": f"wrong {header} header"}
 
@@ -140,7 +132,7 @@ async def test_finding_3_bridge_shares_one_limiter_between_http_login_and_rtsp(
     assert limiter.failures("127.0.0.1") == 5  # one count, whichever door was tried
     # Finding 6 on a whole bridge: non-ASCII Basic is a 401, not a 500.
     request = b"GET /api/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic \xc3\xa9\r\nConnection: close\r\n\r\n"
-    assert (await raw_http(bridge, request))[0] in (401, 429)
+    assert (await raw_http(http_port(bridge), request))[0] in (401, 429)
     assert not [r for r in caplog.records if r.exc_info]
 
 
