@@ -114,7 +114,8 @@ class Faults:
     """Switches that make the simulated cloud misbehave the way the real one can."""
 
     unreachable: set[str] = field(default_factory=set)  # device ids answering HTTP 599
-    server_errors: int = 0  # the next N requests get HTTP 503
+    server_errors: int = 0  # the next N requests get HTTP ``server_error_status``
+    server_error_status: int = 503  # 500 for a cloud that fails outright rather than sheds load
     malformed: int = 0  # the next N requests get a non-JSON body
     delay: float = 0.0  # seconds added before every answer
     expire_tokens: bool = False  # every issued JWT is refused as expired
@@ -283,7 +284,8 @@ class SimCloud:
             await asyncio.sleep(self.faults.delay)
         if self.faults.server_errors > 0:
             self.faults.server_errors -= 1
-            return _fail(503, "Service Unavailable")
+            status = self.faults.server_error_status
+            return _fail(status, "Service Unavailable" if status == 503 else "Server Error")
         if self.faults.malformed > 0:
             self.faults.malformed -= 1
             return web.Response(

@@ -162,6 +162,10 @@ class SimDoorbellPeer:
         if resolution is not None:
             self.set_resolution(*resolution)
 
+    def vanish(self) -> None:
+        """Go silent without a word: no more media, no BYE, no close (power or Wi-Fi lost)."""
+        self._cut.now()
+
     def _on_feedback(self, packet: FeedbackPacket) -> None:
         if self._gate is None or self._video is None:
             return

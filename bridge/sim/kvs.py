@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -39,6 +40,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.kvs.messages import (
     GO_AWAY,
+    RECONNECT_ICE_SERVER,
     OutgoingAction,
     decode_action,
     encode_received,
@@ -46,7 +48,12 @@ from bridge.kvs.messages import (
 )
 from bridge.kvs.presign import SERVICE, presign_wss
 
-__all__ = ["SimKvs"]
+__all__ = ["VIEWER_FAULTS", "SimKvs"]
+
+# Faults armed for a channel's next viewer offer (signaling is closed once media flows, so the
+# bridge only sees signaling faults while it connects): GO_AWAY instead of relaying the offer,
+# or RECONNECT_ICE_SERVER / junk frames sent before relaying it.
+VIEWER_FAULTS = ("go_away", "reconnect_ice", "junk")
 
 _log = logging.getLogger(__name__)
 
@@ -102,6 +109,7 @@ class _Channel:
     # (loop deadline, receive-format frame) waiting for a master
     pending: deque[tuple[float, str]] = field(default_factory=deque)
     master_joined: asyncio.Event = field(default_factory=asyncio.Event)
+    armed: deque[str] = field(default_factory=deque)  # VIEWER_FAULTS for the next offers
 
 
 class _Refused(Exception):
@@ -319,6 +327,20 @@ class SimKvs:
         _abort(conn)
         return True
 
+    def arm_viewer_fault(self, channel_arn: str, fault: str) -> None:
+        """Break the channel's next viewer offer with one of VIEWER_FAULTS."""
+        if fault not in VIEWER_FAULTS:
+            raise ValueError(f"unknown viewer fault {fault!r}")
+        self._channels[channel_arn].armed.append(fault)
+
+    def expire_credentials(self, channel_arn: str) -> int:
+        """Make every temporary key issued for the channel expire now; returns how many."""
+        now = self.clock()
+        expired = [k for k, v in self._keys.items() if v.channel_arn == channel_arn]
+        for key in expired:
+            self._keys[key] = dataclasses.replace(self._keys[key], expiration=now)
+        return len(expired)
+
     def refuse_connections(self, seconds: float) -> None:
         """Answer every handshake with 403 for ``seconds`` of the injected clock (0 lifts it)."""
         self._refuse_until = self.clock() + timedelta(seconds=seconds) if seconds > 0 else None
@@ -438,6 +460,20 @@ class SimKvs:
     ) -> None:
         # A viewer never names a recipient; any recipientClientId it sends is ignored.
         relayed = encode_received(action.action, action.message_payload, client_id)
+        if action.action == "SDP_OFFER" and channel.armed:
+            fault = channel.armed.popleft()
+            _log.info("signaling: fault %s on the offer of %s", fault, client_id)
+            if fault == "go_away":
+                await _send(sender, json.dumps({"messageType": GO_AWAY}))
+                task = asyncio.create_task(self._close_later([sender], 0.2))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            if fault == "reconnect_ice":
+                await _send(sender, json.dumps({"messageType": RECONNECT_ICE_SERVER}))
+            else:
+                for frame in _JUNK:
+                    await _send(sender, frame)
         if channel.master is not None:
             await _send(channel.master, relayed)
         elif self.no_master == "status":

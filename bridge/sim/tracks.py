@@ -45,6 +45,10 @@ class Cut:
             and time.monotonic() - self._start >= self._after
         )
 
+    def now(self) -> None:
+        """Cut from this moment on, whatever ``after`` was."""
+        self._after, self._start = 0.0, time.monotonic()
+
     async def hang(self) -> None:
         await self._forever.wait()
 

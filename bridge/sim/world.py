@@ -11,7 +11,11 @@ every viewer it has had (PLI, FIR, NACK, keyframe requests honoured/ignored, key
 frames sent, current resolution); ``POST`` the same path with a JSON object of settings to
 change (``keyframes``, ``gop_seconds``, ``loss_percent``, ``resolution: [w, h]``, ...). Live
 peers take ``resolution``, ``loss_percent``, ``retransmit``, ``keyframes`` and ``gop_seconds``
-at once; everything applies to the next viewer. The default keyframe mode of a whole run
+at once; everything applies to the next viewer. ``POST /_sim/doorbells/{name_or_id}/fault``
+with ``{"fault": NAME}`` breaks it the way the field does: ``drop`` (the peers close),
+``vanish`` (they go silent without closing), ``expire_credentials`` (the channel's temporary
+AWS keys expire now), and ``go_away``/``reconnect_ice``/``junk`` (armed for the next viewer's
+offer: GO_AWAY instead of relaying it, or RECONNECT_ICE_SERVER/junk frames before it). The default keyframe mode of a whole run
 comes from ``SKYBELL_BRIDGE_SIM_KEYFRAMES`` (see bridge/sim/doorbell.py).
 """
 
@@ -31,7 +35,7 @@ from bridge.kvs.presign import presign_wss
 from bridge.media import aiortc_patch
 from bridge.sim.cloud import SimCloud, SimDevice
 from bridge.sim.doorbell import LIVE_FIELDS, SimDoorbellPeer, SimMediaSettings, SimPeerStats
-from bridge.sim.kvs import SimKvs
+from bridge.sim.kvs import VIEWER_FAULTS, SimKvs
 from bridge.sim.kvs_master import SimKvsMaster, master_url_factory
 from bridge.sim.media_control import parse_media_changes, settings_json
 from bridge.sim.press import PressRecord, SimPresser
@@ -176,6 +180,11 @@ class SimDoorbell:
             self._retire(peer)
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
+    def vanish(self) -> None:
+        """Every viewer's peer goes silent without closing (see SimDoorbellPeer.vanish)."""
+        for peer in self.peers.values():
+            peer.vanish()
+
     async def close(self) -> None:
         """Stop everything; safe to call twice."""
         await self.end_calls()
@@ -223,6 +232,7 @@ class SimWorld:
         app.router.add_post("/_sim/extra_ice", self._set_extra_ice)
         app.router.add_get("/_sim/doorbells/{name_or_id}/media", self._get_media)
         app.router.add_post("/_sim/doorbells/{name_or_id}/media", self._set_media)
+        app.router.add_post("/_sim/doorbells/{name_or_id}/fault", self._fault)
         self.presser.setup(app)
         self.videos.setup(app)
         app.add_subapp(SWITCHBOT_PREFIX, self.switchbot.app())
@@ -264,6 +274,29 @@ class SimWorld:
         except ValueError as err:
             return web.json_response({"error": str(err)}, status=400)
         return web.json_response(bell.media_stats())
+
+    async def _fault(self, request: web.Request) -> web.Response:
+        bell = self._bell_or_404(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body must be JSON"}, status=400)
+        name = body.get("fault") if isinstance(body, dict) else None
+        arn = self.kvs.create_channel(f"{bell.device.serial}_{bell.device.id}")
+        if name == "drop":
+            await bell.end_calls()
+        elif name == "vanish":
+            bell.vanish()
+        elif name == "expire_credentials":
+            self.kvs.expire_credentials(arn)
+        elif name in VIEWER_FAULTS:
+            self.kvs.arm_viewer_fault(arn, name)
+        else:
+            known = ", ".join(("drop", "vanish", "expire_credentials", *VIEWER_FAULTS))
+            return web.json_response(
+                {"error": f"unknown fault {name!r}; known: {known}"}, status=400
+            )
+        return web.json_response({"fault": name, "viewers": len(bell.peers)})
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` and return the base URL (``http://127.0.0.1:PORT``)."""

@@ -1,0 +1,147 @@
+"""The simulator's fault switches for the soak (scripts/bench/soak.py runs it in another process).
+
+Signaling faults are armed for a channel's next viewer offer, since the bridge closes signaling
+once media flows; credentials can be made to expire now; a doorbell can drop its peers or go
+silent without a word; the whole set is reachable at ``POST /_sim/doorbells/{id}/fault``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.kvs import GoAway, KvsViewer, SignalingAuthError, new_client_id
+from bridge.kvs.messages import Malformed, ReconnectIceServer
+from bridge.media import aiortc_patch
+from bridge.media.webrtc_source import WebRtcSource
+from bridge.sim.doorbell import SimDoorbellPeer, SimMediaSettings
+from bridge.sim.kvs_master import SimKvsMaster
+from bridge.sim.world import SimWorld
+from tests.test_kvs import Env, _make_env
+from tests.test_sim_kvs import _master
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> None:
+    aiortc_patch.restrict_host_candidates(["127.0.0.1"])
+
+
+@pytest.fixture
+async def env(aiohttp_server: Any) -> AsyncIterator[Env]:
+    async for made in _make_env(aiohttp_server):
+        yield made
+
+
+@pytest.fixture
+async def master(env: Env) -> AsyncIterator[SimKvsMaster]:
+    m = _master(env)
+    m.start()
+    await m.wait_connected()
+    yield m
+    await m.close()
+
+
+async def test_armed_go_away_answers_the_next_offer_and_then_offers_pass(
+    env: Env, master: SimKvsMaster
+) -> None:
+    env.sim.arm_viewer_fault(env.arn, "go_away")
+    viewer = await env.viewer()
+    await viewer.send_offer("v=0 first")
+    with pytest.raises(GoAway):
+        await viewer.wait_answer(5)
+    await viewer.close()
+    viewer = await env.viewer()  # disarmed: the next offer is answered
+    await viewer.send_offer("v=0 second")
+    assert (await viewer.wait_answer(5)).sdp.startswith("answer to")
+    await viewer.close()
+
+
+@pytest.mark.parametrize("fault", ["reconnect_ice", "junk"])
+async def test_armed_notice_or_junk_comes_before_the_answer(
+    env: Env, master: SimKvsMaster, fault: str
+) -> None:
+    env.sim.arm_viewer_fault(env.arn, fault)
+    viewer = await env.viewer()
+    await viewer.send_offer("v=0")
+    seen = []
+    while True:
+        event = await viewer.next_event(5)
+        seen.append(type(event))
+        if type(event).__name__ == "SdpAnswer":
+            break
+    await viewer.close()
+    expected = ReconnectIceServer if fault == "reconnect_ice" else Malformed
+    assert expected in seen[:-1]
+
+
+def test_unknown_viewer_fault_is_refused(env: Env) -> None:
+    with pytest.raises(ValueError, match="unknown viewer fault"):
+        env.sim.arm_viewer_fault(env.arn, "meteor")
+
+
+async def test_expired_credentials_refuse_the_next_connection(env: Env) -> None:
+    assert env.sim.expire_credentials(env.arn) == 1
+    with pytest.raises(SignalingAuthError):
+        await KvsViewer(env.session).connect(env.viewer_url(new_client_id()))
+    assert env.sim.rejections[-1] == "temporary credentials expired"
+
+
+async def test_vanished_peer_stays_connected_but_sends_nothing() -> None:
+    source = WebRtcSource([])
+    doorbell = SimDoorbellPeer(SimMediaSettings(image_quality=0, fps=15))
+    received: list[float] = []
+    first = asyncio.Event()
+    try:
+        await source.set_answer(await doorbell.handle_offer(await source.create_offer()))
+
+        async def consume() -> None:
+            async for packet in source.packets():
+                if packet.kind == "video":
+                    received.append(packet.arrival)
+                    first.set()
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 20)
+        doorbell.vanish()
+        await asyncio.sleep(0.3)  # what was in flight
+        count = len(received)
+        await asyncio.sleep(1.0)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        assert source.connection_state == "connected"  # no BYE, no close: only silence
+    finally:
+        await source.close()
+        await doorbell.close()
+    assert len(received) == count
+
+
+async def test_fault_route_checks_its_input() -> None:
+    world = SimWorld()
+    base = await world.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = base + "/_sim/doorbells/Front Door/fault"
+            for name in ("drop", "vanish", "expire_credentials", "go_away"):
+                async with http.post(url, json={"fault": name}) as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert (await resp.json())["fault"] == name
+            async with http.post(url, json={"fault": "meteor"}) as resp:
+                assert resp.status == 400
+                assert "unknown fault 'meteor'" in (await resp.json())["error"]
+            async with http.post(url, data=b"not json") as resp:
+                assert resp.status == 400
+            async with http.post(base + "/_sim/doorbells/nobody/fault", json={}) as resp:
+                assert resp.status == 404
+            async with http.post(
+                base + "/_sim/faults", json={"server_errors": 1, "server_error_status": 500}
+            ) as resp:
+                assert resp.status == 200
+            async with http.get(base + "/api/v5/devices/") as resp:
+                assert resp.status == 500
+    finally:
+        await world.close()
