@@ -8,11 +8,17 @@ silent without a word; the whole set is reachable at ``POST /_sim/doorbells/{id}
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+from aiortc import RTCIceServer
 
 from bridge.kvs import GoAway, KvsViewer, SignalingAuthError, new_client_id
 from bridge.kvs.messages import Malformed, ReconnectIceServer
@@ -20,9 +26,16 @@ from bridge.media import aiortc_patch
 from bridge.media.webrtc_source import WebRtcSource
 from bridge.sim.doorbell import SimDoorbellPeer, SimMediaSettings
 from bridge.sim.kvs_master import SimKvsMaster
+from bridge.sim.media_control import parse_media_changes
 from bridge.sim.world import SimWorld
 from tests.test_kvs import Env, _make_env
 from tests.test_sim_kvs import _master
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -145,3 +158,53 @@ async def test_fault_route_checks_its_input() -> None:
                 assert resp.status == 500
     finally:
         await world.close()
+
+
+@pytest.fixture
+def turn_port() -> Iterator[int]:
+    """coturn on loopback (loopback peers must be allowed explicitly); skips without it."""
+    if shutil.which("turnserver") is None:
+        pytest.skip("coturn is not installed")
+    port = free_port()
+    turn = subprocess.Popen(
+        ["turnserver", "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+         f"--listening-port={port}", "--min-port=41000", "--max-port=41200", "--user=t:t",
+         "--realm=test", "--lt-cred-mech", "--no-tls", "--no-dtls", "--allow-loopback-peers",
+         "--no-cli", "--log-file=stdout", "--simple-log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(50):  # it takes a moment to listen
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            time.sleep(0.1)
+        yield port
+    finally:
+        turn.terminate()
+        turn.wait(10)
+
+
+async def test_relay_only_doorbell_is_reached_through_turn(turn_port: int) -> None:
+    port = turn_port
+    ice = [RTCIceServer(urls=f"turn:127.0.0.1:{port}?transport=udp", username="t", credential="t")]
+    source = WebRtcSource(ice)
+    doorbell = SimDoorbellPeer(
+        SimMediaSettings(image_quality=0, fps=15, relay_only=True), ice_servers=ice
+    )
+    try:
+        answer = await doorbell.handle_offer(await source.create_offer())
+        kinds = {ln.split(" typ ")[1].split()[0] for ln in answer.splitlines() if " typ " in ln}
+        assert kinds == {"relay"}
+        await source.set_answer(answer)
+        packets = source.packets()
+        while (await asyncio.wait_for(anext(packets), 20)).kind != "video":
+            pass
+    finally:
+        await source.close()
+        await doorbell.close()
+
+
+def test_relay_only_is_a_media_setting() -> None:
+    assert parse_media_changes({"relay_only": True}, SimMediaSettings()) == {"relay_only": True}
+    with pytest.raises(ValueError, match="relay_only must be true or false"):
+        parse_media_changes({"relay_only": 1}, SimMediaSettings())

@@ -37,6 +37,7 @@ from typing import Any
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -200,7 +201,10 @@ class SimDoorbellPeer:
         if self._pc is not None or self._closed:
             raise RuntimeError("a SimDoorbellPeer answers exactly one offer")
         settings = self.settings
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        policy = RTCIceTransportPolicy.RELAY if settings.relay_only else RTCIceTransportPolicy.ALL
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=self._ice_servers, iceTransportPolicy=policy)
+        )
         self._pc = pc
         video_track = VideoTrack(settings, self._cut, self.stats)
         self._video = video_track

@@ -72,6 +72,7 @@ _FIELDS: dict[str, tuple[Any, bool]] = {
     "retransmit": (_boolean, False),
     "cut_after": (_number, True),
     "trickle": (_boolean, False),
+    "relay_only": (_boolean, False),
     "label": (_string, False),
     "seed": (_integer, True),
 }

@@ -87,6 +87,9 @@ class SimMediaSettings:
     retransmit: bool = True  # False: NACKed packets are lost too (forces PLI recovery)
     cut_after: float | None = None  # seconds of media before the stream is cut
     trickle: bool = False  # answer without candidates and trickle them via on_candidate
+    # Gather relay candidates only, through the live call's TURN server (a doorbell behind a
+    # symmetric NAT): every path to it is then a TURN-only path.
+    relay_only: bool = False
     label: str = "SIM DOORBELL"
     seed: int | None = None  # for reproducible loss
 

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from bridge.kvs.presign import presign_wss
 from bridge.media import aiortc_patch
+from bridge.media.webrtc_source import choose_ice_servers
 from bridge.sim.cloud import SimCloud, SimDevice
 from bridge.sim.doorbell import LIVE_FIELDS, SimDoorbellPeer, SimMediaSettings, SimPeerStats
 from bridge.sim.kvs import VIEWER_FAULTS, SimKvs
@@ -162,7 +163,11 @@ class SimDoorbell:
             if master is not None:
                 await master.send_candidate(viewer_id, candidate, mid, index)
 
-        peer = SimDoorbellPeer(self.settings, on_candidate=trickle)
+        settings = self.settings
+        # Only a relay-only doorbell uses the call's ICE servers: others need none on loopback,
+        # and a benchmark's deliberately dead STUN server must not slow their answers.
+        ice = choose_ice_servers(self.world.extra_ice) if settings.relay_only else []
+        peer = SimDoorbellPeer(settings, ice_servers=ice, on_candidate=trickle)
         self.peers[viewer_id] = peer
         return await peer.handle_offer(offer)
 

@@ -8,10 +8,13 @@ with SKYBELL_BRIDGE_* variables; both print a line once they listen, which is wh
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import IO
 
@@ -120,6 +123,45 @@ def start_serve(
     if not proc.stdout.readline():  # "skybell-bridge: N doorbell(s)" once both listeners are up
         raise RuntimeError("serve exited before listening")
     return proc
+
+
+TURN_USER = "soak"  # a throwaway credential for a TURN server on loopback
+
+
+def start_turn(port: int, log: IO[str] | int = subprocess.DEVNULL) -> subprocess.Popen[str] | None:
+    """coturn on 127.0.0.1:port (UDP, long-term credentials); None when it is not installed.
+
+    Loopback peers must be allowed explicitly: coturn refuses to relay to 127.0.0.0/8 by default.
+    """
+    binary = shutil.which("turnserver")
+    if binary is None:
+        return None
+    relay_ports = 40000 + port % 20000
+    return subprocess.Popen(
+        [binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+         f"--listening-port={port}", f"--min-port={relay_ports}", f"--max-port={relay_ports + 200}",
+         f"--user={TURN_USER}:{TURN_USER}", "--realm=soak", "--lt-cred-mech", "--no-tls",
+         "--no-dtls", "--allow-loopback-peers", "--no-cli", "--log-file=stdout", "--simple-log"],
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def turn_ice(port: int) -> list[dict[str, str]]:
+    """The browser-style ICE server entry for start_turn's server."""
+    url = f"turn:127.0.0.1:{port}?transport=udp"
+    return [{"urls": url, "username": TURN_USER, "credential": TURN_USER}]
+
+
+def set_extra_ice(sim_url: str, ice: list[dict[str, str]]) -> None:
+    """Make every live call of the simulator at ``sim_url`` name these ICE servers too."""
+    req = urllib.request.Request(  # noqa: S310 - a loopback URL we built
+        sim_url + "/_sim/extra_ice",
+        data=json.dumps(ice).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
+        resp.read()
 
 
 def stop(procs: list[subprocess.Popen[str]]) -> None:

@@ -42,10 +42,13 @@ from common import (
     free_port,
     open_fds,
     rss_mb,
+    set_extra_ice,
     start_serve,
     start_sim,
+    start_turn,
     stop,
     threads,
+    turn_ice,
 )
 from outputs import hls_media_playlists, hls_viewer, mjpeg_reader
 from soak_report import report
@@ -297,6 +300,15 @@ async def f_credentials(soak: Soak, http: aiohttp.ClientSession, hold: float) ->
     await _armed(soak, http, "expire_credentials")
 
 
+async def f_turn_only(soak: Soak, http: aiohttp.ClientSession, hold: float) -> None:
+    # The doorbell gathers relay candidates only, so the reconnect after the drop (and any
+    # other while it lasts) must go through the TURN server the live call names.
+    await _media(soak, http, relay_only=True)
+    await _fault(soak, http, "drop")
+    await asyncio.sleep(hold)
+    await _media(soak, http, relay_only=False)
+
+
 async def f_599_500(soak: Soak, http: aiohttp.ClientSession, hold: float) -> None:
     await _cloud(soak, http, unreachable=[soak.device_id])
     await _fault(soak, http, "drop")
@@ -325,7 +337,7 @@ async def f_resolution(soak: Soak, http: aiohttp.ClientSession, hold: float) -> 
 
 
 Fault = Callable[[Soak, aiohttp.ClientSession, float], Awaitable[None]]
-# In the order; "TURN-only paths" is missing: see NOT_DONE.
+# In the order.
 FAULTS: list[tuple[str, Fault, bool]] = [  # (name, action, expect an outage)
     ("peer closes", f_peer_closes, True),
     ("doorbell vanishes", f_vanishes, True),
@@ -334,19 +346,21 @@ FAULTS: list[tuple[str, Fault, bool]] = [  # (name, action, expect an outage)
     ("live call 599 then 500", f_599_500, True),
     ("2% RTP loss", f_loss_2, False),
     ("30% loss burst", f_loss_30, False),
+    ("TURN-only paths", f_turn_only, True),
     ("signaling junk", f_junk, True),
     ("AWS credentials expire", f_credentials, True),
     ("resolution change", f_resolution, False),
 ]
-NOT_DONE = "TURN-only paths: not run (no TURN server here, and no relay-only setting to force it)"
 
 
-async def run_faults(soak: Soak, http: aiohttp.ClientSession, every: float) -> None:
-    soak.say(f"faults every {every:.0f} s, rotating; {NOT_DONE}")
+async def run_faults(
+    soak: Soak, http: aiohttp.ClientSession, every: float, faults: list[tuple[str, Fault, bool]]
+) -> None:
+    soak.say(f"faults every {every:.0f} s, rotating: " + ", ".join(f[0] for f in faults))
     i = 0
     await asyncio.sleep(every)
     while soak.now() + every <= soak.duration:
-        name, action, _ = FAULTS[i % len(FAULTS)]
+        name, action, _ = faults[i % len(faults)]
         soak.say(f"fault: {name}")
         soak.faults.append((name, time.monotonic()))
         try:
@@ -384,10 +398,23 @@ async def sample(soak: Soak) -> None:
 
 async def run(soak: Soak) -> int:
     args = soak.args
-    # Both processes log (warnings and up) here for a post-mortem; they live as long as the run.
+    # Every process logs (warnings and up) here for a post-mortem; they live as long as the run.
     sim_log = open(soak.folder / "sim.log", "w")  # noqa: SIM115, ASYNC230
     serve_log = open(soak.folder / "serve.log", "w")  # noqa: SIM115, ASYNC230
+    turn_log = open(soak.folder / "turn.log", "w")  # noqa: SIM115, ASYNC230
+    faults = list(FAULTS)
+    turn_port = free_port()
+    turn = start_turn(turn_port, turn_log)
+    if turn is None:
+        faults = [f for f in faults if f[0] != "TURN-only paths"]
+        print("TURN-only paths: skipped (coturn's turnserver is not installed)", flush=True)
+    else:
+        soak.procs.append(turn)
     soak.procs.append(start_sim(soak.sim_port, quality=0, keyframes=args.keyframes, stderr=sim_log))
+    if turn is not None:
+        # Every live call names the TURN server, as SkyBell's do; only a relay-only doorbell
+        # (the TURN-only fault) forces its use.
+        set_extra_ice(soak.sim, turn_ice(turn_port))
     serve = start_serve(
         soak.sim, soak.http_port, soak.rtsp_port, stderr=serve_log,
         storage_clips_dir=str(soak.folder / "clips"), record_min_free_mb="0",
@@ -413,8 +440,8 @@ async def run(soak: Soak) -> int:
         tasks = [asyncio.create_task(keep(soak, n, c)) for n, c in consumers.items()]
         tasks.append(asyncio.create_task(sample(soak)))
         # Every fault at least once in a short run; every 3 minutes in an hour.
-        every = args.fault_every or max(25.0, min(180.0, soak.duration / (len(FAULTS) + 1)))
-        drivers = [run_faults(soak, http, every), run_presses(soak, http)]
+        every = args.fault_every or max(25.0, min(180.0, soak.duration / (len(faults) + 1)))
+        drivers = [run_faults(soak, http, every, faults), run_presses(soak, http)]
         driver_tasks = [asyncio.create_task(d) for d in drivers]
         try:
             await asyncio.sleep(soak.duration)
