@@ -15,7 +15,9 @@ at once; everything applies to the next viewer. ``POST /_sim/doorbells/{name_or_
 with ``{"fault": NAME}`` breaks it the way the field does: ``drop`` (the peers close),
 ``vanish`` (they go silent without closing), ``expire_credentials`` (the channel's temporary
 AWS keys expire now), and ``go_away``/``reconnect_ice``/``junk`` (armed for the next viewer's
-offer: GO_AWAY instead of relaying it, or RECONNECT_ICE_SERVER/junk frames before it). The default keyframe mode of a whole run
+offer: GO_AWAY instead of relaying it, or RECONNECT_ICE_SERVER/junk frames before it).
+``relay_only: true`` in the media settings makes the next viewers reach the doorbell only
+through the TURN server of ``POST /_sim/extra_ice``. The default keyframe mode of a whole run
 comes from ``SKYBELL_BRIDGE_SIM_KEYFRAMES`` (see bridge/sim/doorbell.py).
 """
 
