@@ -58,7 +58,7 @@ from bridge.media import aiortc_patch
 DEVICE = "Front Door"
 STREAM = "front-door"
 PRESS_EVERY = 120.0
-CLIP_SETTLE = 30.0  # a press needs pre-roll + post-roll (5 + 10 s) and a moment to index
+CLIP_SETTLE = 25.0  # a press needs its post-roll (10 s) and a moment to be indexed
 
 
 class Soak:
@@ -359,7 +359,7 @@ async def run_faults(
     soak.say(f"faults every {every:.0f} s, rotating: " + ", ".join(f[0] for f in faults))
     i = 0
     await asyncio.sleep(every)
-    while soak.now() + every <= soak.duration:
+    while soak.now() + every / 2 <= soak.duration:
         name, action, _ = faults[i % len(faults)]
         soak.say(f"fault: {name}")
         soak.faults.append((name, time.monotonic()))
@@ -372,7 +372,7 @@ async def run_faults(
 
 
 async def run_presses(soak: Soak, http: aiohttp.ClientSession) -> None:
-    await asyncio.sleep(30)
+    await asyncio.sleep(20)  # the stream is up: the first clip has its pre-roll
     while soak.now() + CLIP_SETTLE <= soak.duration:
         began = time.monotonic()
         soak.presses.append(time.time())
@@ -440,7 +440,7 @@ async def run(soak: Soak) -> int:
         tasks = [asyncio.create_task(keep(soak, n, c)) for n, c in consumers.items()]
         tasks.append(asyncio.create_task(sample(soak)))
         # Every fault at least once in a short run; every 3 minutes in an hour.
-        every = args.fault_every or max(25.0, min(180.0, soak.duration / (len(faults) + 1)))
+        every = args.fault_every or max(20.0, min(180.0, soak.duration / (len(faults) + 1.5)))
         drivers = [run_faults(soak, http, every, faults), run_presses(soak, http)]
         driver_tasks = [asyncio.create_task(d) for d in drivers]
         try:
