@@ -76,7 +76,7 @@ REFERENCE = {
     "ingest CPU": (4.2, 1.5, 1.0, "%"),
     "each further RTSP client": (0.21, 1.5, 0.15, "%"),
     "each further LL-HLS viewer": (0.07, 1.5, 0.15, "%"),
-    "LL-HLS added latency p50": (161.0, 1.5, 30.0, "ms"),
+    "LL-HLS added latency p50": (161.0, 1.25, 30.0, "ms"),
     "time to first frame": (63.0, 1.5, 30.0, "ms"),
 }
 
@@ -310,9 +310,10 @@ def verdict(name: str, value: float) -> str:
     limit = ref * factor + slack
     word = "OK" if value <= limit else "REGRESSED"
     plus = "+" if unit == "%" and name.startswith("each") else ""
+    digits = 2 if unit == "%" else 0
     return (
-        f"{name}: {plus}{value:.2f} {unit} vs {plus}{ref:g} {unit} -> {word} "
-        f"(noise band up to {limit:.2f} {unit})"
+        f"{name}: {plus}{value:.{digits}f} {unit} vs {plus}{ref:g} {unit} -> {word} "
+        f"(noise band up to {limit:.{digits}f} {unit})"
     )
 
 

@@ -11,7 +11,8 @@ and bridge, so RSS is the bridge's at that load. For each N it prints:
 - for every viewer, frames received against frames the doorbell sent over the same window
   (the simulator's ``GET /_sim/doorbells/{id}/media`` ``frames_sent``); a viewer keeps up when
   it received at least ``--keep-up`` of them;
-and at the end the largest N where every viewer kept up.
+and at the end the largest N where every viewer kept up (bisecting between the largest N that
+held and the smallest that did not, unless ``--no-search``).
 
 The viewers are light on purpose (no decoding), so the load generator costs as little CPU as it
 can: RTSP readers count RTP marker bits, the LL-HLS reader demuxes each part and counts video
@@ -140,11 +141,18 @@ class LoadRig:
             body = await resp.json()
         return {name: info["id"] for name, info in body.items()}
 
-    async def frames_sent(self, http: aiohttp.ClientSession, device_id: str) -> int:
-        """Frames the doorbell has sent so far (to every peer it had; the bridge is its only one)."""
+    async def doorbell(self, http: aiohttp.ClientSession, device_id: str) -> tuple[int, int]:
+        """(frames sent, keyframe requests received) so far by the doorbell, over every peer it
+        had (the bridge is its only one)."""
         async with http.get(f"{self.sim_url}/_sim/doorbells/{device_id}/media") as resp:
+            stats = (await resp.json())["stats"]
+        return int(stats["frames_sent"]), int(stats["keyframe_requests"])
+
+    async def reconnects(self, http: aiohttp.ClientSession) -> int:
+        """Live-session reconnects so far, summed over the bridge's streams."""
+        async with http.get(self.base + "api/streams") as resp:
             body = await resp.json()
-        return int(body["stats"]["frames_sent"])
+        return sum(int(info.get("reconnects", 0)) for info in body.values())
 
 
 # -- viewers --------------------------------------------------------------------------------------
@@ -346,8 +354,10 @@ async def run_n(n: int, args: argparse.Namespace, say: Callable[[str], None]) ->
             # decoders warm up before anything is counted.
             await asyncio.sleep(args.settle + n * 0.5)
 
-            async def mark() -> tuple[list[int], float, float, float, tuple[int, int], float]:
-                sent = [await rig.frames_sent(http, streams[name]) for name in names]
+            async def mark() -> tuple[
+                list[tuple[int, int]], float, float, float, tuple[int, int], float
+            ]:
+                sent = [await rig.doorbell(http, streams[name]) for name in names]
                 for v in viewers:
                     v.marks.append(v.frames)
                 return (
@@ -359,12 +369,15 @@ async def run_n(n: int, args: argparse.Namespace, say: Callable[[str], None]) ->
                     time.monotonic(),
                 )
 
+            r0 = await rig.reconnects(http)
             s0, b0, m0, o0, j0, t0 = await mark()
             await asyncio.sleep(args.seconds)
             s1, b1, m1, o1, j1, t1 = await mark()
+            reconnects = await rig.reconnects(http) - r0
             wall = t1 - t0
             rss = rss_mb(rig.pid)
-            sent = {name: s1[i] - s0[i] for i, name in enumerate(names)}
+            sent = {name: s1[i][0] - s0[i][0] for i, name in enumerate(names)}
+            requests = sum(s1[i][1] - s0[i][1] for i in range(len(names)))
             worst_ratio, worst = 2.0, ""
             lines: list[str] = []
             for v in viewers:
@@ -399,8 +412,12 @@ async def run_n(n: int, args: argparse.Namespace, say: Callable[[str], None]) ->
                 f"{'every viewer kept up' if outcome.kept_up else 'NOT every viewer kept up'} "
                 f"(worst {worst}, {worst_ratio * 100:.0f} %); doorbells sent {sent_rate:.1f} fps "
                 f"each; simulator CPU {outcome.sim_cpu:.0f} %, viewers (this script) "
-                f"{outcome.own_cpu:.0f} %, machine idle {idle:.0f} % over {wall:.0f} s"
+                f"{outcome.own_cpu:.0f} %, machine idle {idle:.0f} % over {wall:.0f} s; "
+                f"{reconnects} reconnects, {requests} keyframe requests at the doorbells"
             )
+            # Every viewer of a doorbell short by the same count means the frames never reached
+            # the bridge's fan-out: lost on the doorbell -> bridge path (RTP over loopback UDP
+            # when the machine is saturated), not dropped for a slow viewer.
             for line in lines:
                 say(line)
             return outcome
@@ -422,6 +439,12 @@ async def main() -> None:
     parser.add_argument("--fps", type=int, default=15, help="the doorbells' frame rate")
     parser.add_argument(
         "--keep-up", type=float, default=0.95, help="share of frames a viewer must receive"
+    )
+    parser.add_argument(
+        "--no-search",
+        dest="search",
+        action="store_false",
+        help="do not bisect between the largest N that held and the smallest that did not",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every viewer")
     args = parser.parse_args()
@@ -446,13 +469,23 @@ async def main() -> None:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    outcomes = [await run_n(n, args, say) for n in counts]
-    sustained = 0
-    for outcome in outcomes:
-        if not outcome.kept_up:
+    results = {n: (await run_n(n, args, say)).kept_up for n in counts}
+    # Between the largest N that held and the smallest that did not, bisect (--search).
+    while args.search:
+        held = [n for n, ok in results.items() if ok]
+        failed = [n for n, ok in results.items() if not ok]
+        low = max(held, default=0)
+        high = min((n for n in failed if n > low), default=None)
+        if high is None or high - low <= 1:
             break
-        sustained = outcome.doorbells
-    tried = ",".join(str(n) for n in counts)
+        mid = (low + high) // 2 if low else max(1, high // 2)
+        results[mid] = (await run_n(mid, args, say)).kept_up
+    sustained = 0
+    for n in sorted(results):
+        if not results[n]:
+            break
+        sustained = n
+    tried = ",".join(str(n) for n in sorted(results))
     if sustained:
         say(
             f"largest N sustained with every viewer keeping up: {sustained} doorbells "
