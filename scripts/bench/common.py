@@ -141,7 +141,8 @@ def start_turn(port: int, log: IO[str] | int = subprocess.DEVNULL) -> subprocess
         [binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
          f"--listening-port={port}", f"--min-port={relay_ports}", f"--max-port={relay_ports + 200}",
          f"--user={TURN_USER}:{TURN_USER}", "--realm=soak", "--lt-cred-mech", "--no-tls",
-         "--no-dtls", "--allow-loopback-peers", "--no-cli", "--log-file=stdout", "--simple-log"],
+         "--no-dtls", "--allow-loopback-peers", "--no-cli", "--log-file=stdout", "--simple-log",
+         "-v"],  # verbose: each allocation is logged, so turn.log shows relays were used
         stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

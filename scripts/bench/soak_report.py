@@ -159,6 +159,11 @@ async def report(soak: Any, http: aiohttp.ClientSession, faults: list[Any]) -> i
         say(
             f"reconnect outage: p50 {statistics.median(broken):.2f} s, p95 {pct(broken, 0.95):.2f} s"
         )
+    turn_log = soak.folder / "turn.log"
+    if turn_log.exists():
+        allocations = turn_log.read_text(errors="replace").count("ALLOCATE processed, success")
+        say(f"TURN allocations (the bridge's on each connect, the doorbell's when relay-only): "
+            f"{allocations}")  # fmt: skip
     say(f"frames: RTSP reader {len(soak.frames)}, " + ", ".join(
         f"{k} {v}" for k, v in soak.counts.items()))  # fmt: skip
     backwards = 0
