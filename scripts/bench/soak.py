@@ -390,7 +390,7 @@ async def sample(soak: Soak) -> None:
         pid = soak.serve_pid
         row = (soak.now() / 60, rss_mb(pid), open_fds(pid), threads(pid))
         soak.samples.append(row)
-        while marks and soak.now() >= marks[0] - 5:
+        while marks and soak.now() >= marks[0] - 10:  # samples are 10 s apart
             marks.pop(0)
             soak.say(f"serve: RSS {row[1]:.1f} MB, {row[2]} fds, {row[3]} threads")
         await asyncio.sleep(10)
