@@ -104,8 +104,12 @@ class StreamSettings:
     # Stop the cloud live call this long after the last viewer leaves: it spares the doorbell's
     # battery, and a viewer coming back within the window joins without a new call.
     idle_timeout: float = field(default=30.0, metadata=_range(1, 3600))
-    # No media for this long means the session is dead and is reconnected.
+    # No media for this long after asking for a live call means the session is dead and is
+    # reconnected.
     media_timeout: float = field(default=10.0, metadata=_range(2, 120))
+    # Once media flows, this much silence means the doorbell has gone without a word (a live one
+    # sends many packets a second); it is reconnected at once rather than after media_timeout.
+    silence_timeout: float = field(default=2.0, metadata=_range(0.5, 120))
     # Seconds of encoded media kept per stream: new viewers start from its last keyframe and
     # recordings take their pre-roll from it, so it must exceed the longest pre-roll plus a GOP.
     buffer_seconds: float = field(default=12.0, metadata=_range(2, 120))

@@ -104,6 +104,7 @@ class Bridge:
         self.hub = Hub(
             idle_timeout=st.idle_timeout,
             media_timeout=st.media_timeout,
+            silence_timeout=st.silence_timeout,
             ring_seconds=st.buffer_seconds,
             ring_bytes=st.buffer_mb << 20,
             keyframe_interval=st.keyframe_interval,

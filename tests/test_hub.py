@@ -30,8 +30,10 @@ class FakeSession:
         pts0: int = 0,
         interval: float = 0.002,
         hang: bool = False,
+        first_delay: float = 0.0,
     ) -> None:
         self._packets = packets
+        self._first_delay = first_delay
         self._pts0 = pts0
         self._interval = interval
         self._hang = hang
@@ -39,6 +41,7 @@ class FakeSession:
         self.closed = 0
 
     async def packets(self) -> AsyncIterator[MediaPacket]:
+        await asyncio.sleep(self._first_delay)
         for p in self._packets:
             await asyncio.sleep(self._interval)
             yield dataclasses.replace(
@@ -177,6 +180,31 @@ async def test_media_stall_triggers_reconnect() -> None:
         await collect(sub, 15)
     assert len(connector.made) >= 2
     assert connector.made[0].closed == 1
+    await stream.stop()
+
+
+async def test_silence_once_media_flows_reconnects_without_waiting_media_timeout() -> None:
+    # A doorbell that vanishes mid-stream keeps its connection "connected" and just stops
+    # sending; a 60 s media_timeout would leave the NVR without pictures for a minute.
+    packets = list(encode(10, gop=10))
+    connector = Connector(FakeSession(packets, hang=True), FakeSession(packets, hang=True))
+    stream = make_stream(connector, media_timeout=60, silence_timeout=0.3)
+    with stream.subscribe("nvr") as sub:
+        await collect(sub, 15)
+    assert len(connector.made) == 2
+    assert connector.made[0].closed == 1
+    await stream.stop()
+
+
+async def test_the_first_packet_may_take_up_to_media_timeout() -> None:
+    # Waking a doorbell and negotiating takes seconds: only silence after media counts.
+    packets = list(encode(10, gop=10))
+    connector = Connector(FakeSession(packets, hang=True, first_delay=0.8))
+    stream = make_stream(connector, media_timeout=5, silence_timeout=0.2)
+    with stream.subscribe("nvr") as sub:
+        await collect(sub, 10)
+    assert len(connector.made) == 1
+    assert stream.reconnects == 0
     await stream.stop()
 
 

@@ -291,6 +291,18 @@ async def test_unreachable_live_call(sim: SimCloud, client: SkyBellClient) -> No
         await client.start_live_call(FRONT)
 
 
+async def test_live_call_missed_then_failing_then_back(
+    sim: SimCloud, client: SkyBellClient
+) -> None:
+    # The soak's "599, then 500, then back": the client retries the 599 once and meets the 500.
+    sim.faults.live_call_statuses = [599, 500]
+    with pytest.raises(ServerError) as info:
+        await client.start_live_call(FRONT)
+    assert info.value.status == 500
+    assert sim.faults.live_call_statuses == []
+    assert (await client.start_live_call(FRONT)).device_id == FRONT
+
+
 async def test_not_your_device(client: SkyBellClient) -> None:
     with pytest.raises(NotFound, match="Not your device"):
         await client.device("11111111-2222-3333-4444-555555555555")

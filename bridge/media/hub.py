@@ -67,6 +67,7 @@ class Stream:
         *,
         idle_timeout: float = 30.0,
         media_timeout: float = 10.0,
+        silence_timeout: float = 2.0,
         ring_seconds: float = 10.0,
         ring_bytes: int = 64 << 20,
         keyframe_interval: float = 2.0,
@@ -76,6 +77,10 @@ class Stream:
         self.name = name
         self.idle_timeout = idle_timeout
         self.media_timeout = media_timeout
+        # Once media flows, a doorbell sends 15+ video frames and ~50 audio packets a second, so
+        # this much silence means it is gone (a peer that vanished without a BYE): waiting the
+        # whole media_timeout would leave every consumer without pictures for that long.
+        self.silence_timeout = min(silence_timeout, media_timeout)
         # While pre-roll is wanted the doorbell is asked for a keyframe this often, so clips
         # can start near the pre-roll asked for; it is also the age up to which a new
         # subscriber is handed the cached GOP instead of asking for a fresh keyframe.
@@ -359,13 +364,16 @@ class Stream:
         assert task is not None
         loop = asyncio.get_running_loop()
         last = loop.time()
+        flowing = False  # the first packet switches from media_timeout to silence_timeout
         stalled: BridgeError | None = None
         handle: asyncio.TimerHandle
 
         def watchdog() -> None:
             nonlocal handle, stalled
-            if loop.time() - last >= self.media_timeout:
-                stalled = MediaStalled(f"no media for {self.media_timeout:g} s")
+            now = loop.time()
+            limit = self.silence_timeout if flowing else self.media_timeout
+            if now - last >= limit:
+                stalled = MediaStalled(f"no media for {limit:g} s")
             elif self.keyframes.unanswered_for() >= self.media_timeout and any(
                 sub.waiting_for_keyframe for sub in self._subs
             ):
@@ -375,12 +383,19 @@ class Stream:
             if stalled is not None:
                 task.cancel()
             else:
-                handle = loop.call_later(self.media_timeout / 4, watchdog)
+                # Wake when the silence would reach the limit (packets move ``last`` on), and
+                # at least every quarter media_timeout for the keyframe check.
+                wait = min(last + limit - now, self.media_timeout / 4)
+                handle = loop.call_later(max(wait, 0.05), watchdog)
 
         handle = loop.call_later(self.media_timeout / 4, watchdog)
         try:
             async for packet in session.packets():
                 last = loop.time()
+                if not flowing:  # from now on silence counts: look again within its limit
+                    flowing = True
+                    handle.cancel()
+                    handle = loop.call_later(self.silence_timeout, watchdog)
                 yield packet
         except asyncio.CancelledError:
             if stalled is not None and task.uncancel() == 0:

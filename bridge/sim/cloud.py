@@ -114,6 +114,9 @@ class Faults:
     """Switches that make the simulated cloud misbehave the way the real one can."""
 
     unreachable: set[str] = field(default_factory=set)  # device ids answering HTTP 599
+    # The next live-call requests answer these HTTP statuses in turn, then the call works again:
+    # [599, 500] is a doorbell that misses its wake-up, then a cloud that fails, then recovery.
+    live_call_statuses: list[int] = field(default_factory=list)
     server_errors: int = 0  # the next N requests get HTTP ``server_error_status``
     server_error_status: int = 503  # 500 for a cloud that fails outright rather than sheds load
     malformed: int = 0  # the next N requests get a non-JSON body
@@ -132,6 +135,9 @@ def _iso(ms: int) -> str:
     return (
         datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
     )
+
+
+_STATUS_MESSAGES = {599: "Device did not respond in time", 503: "Service Unavailable"}
 
 
 def _ok(data: Any, message: str = "OK", status: int = 200) -> web.Response:
@@ -285,7 +291,7 @@ class SimCloud:
         if self.faults.server_errors > 0:
             self.faults.server_errors -= 1
             status = self.faults.server_error_status
-            return _fail(status, "Service Unavailable" if status == 503 else "Server Error")
+            return _fail(status, _STATUS_MESSAGES.get(status, "Server Error"))
         if self.faults.malformed > 0:
             self.faults.malformed -= 1
             return web.Response(
@@ -428,6 +434,9 @@ class SimCloud:
         found = self._find(request, needs_device=True)
         if isinstance(found, web.Response):
             return found
+        if self.faults.live_call_statuses:
+            status = self.faults.live_call_statuses.pop(0)
+            return _fail(status, _STATUS_MESSAGES.get(status, "Server Error"))
         base = f"{request.scheme}://{request.host}"
         data = (
             await self.live_provider(found, base)
