@@ -83,7 +83,8 @@ class Soak:
         self.counts = {"hls_parts": 0, "hls_503_retries": 0, "mjpeg_jpegs": 0, "whep_frames": 0}
         self.reconnects: dict[str, int] = {}
         self.recordings: list[Path] = []
-        self.samples: list[tuple[float, float, int, int]] = []  # (minute, RSS MB, fds, threads)
+        # (minute, RSS MB, fds, threads, asyncio tasks)
+        self.samples: list[tuple[float, float, int, int, int]] = []
         self.device_id = ""
         self.serve_pid = 0
 
@@ -381,16 +382,18 @@ async def run_presses(soak: Soak, http: aiohttp.ClientSession) -> None:
         await asyncio.sleep(max(0.0, began + PRESS_EVERY - time.monotonic()))
 
 
-async def sample(soak: Soak) -> None:
-    """The bridge's RSS, descriptors and threads every 10 s; printed at the checkpoints."""
+async def sample(soak: Soak, http: aiohttp.ClientSession) -> None:
+    """The bridge's RSS, descriptors, threads and asyncio tasks every 10 s; printed at the
+    checkpoints."""
     marks = [soak.duration * f for f in (1 / 60, 10 / 60, 30 / 60, 1.0)]
     while True:
         pid = soak.serve_pid
-        row = (soak.now() / 60, rss_mb(pid), open_fds(pid), threads(pid))
+        tasks = int((await soak.api(http, "api/health"))["tasks"])
+        row = (soak.now() / 60, rss_mb(pid), open_fds(pid), threads(pid), tasks)
         soak.samples.append(row)
         while marks and soak.now() >= marks[0] - 10:  # samples are 10 s apart
             marks.pop(0)
-            soak.say(f"serve: RSS {row[1]:.1f} MB, {row[2]} fds, {row[3]} threads")
+            soak.say(f"serve: RSS {row[1]:.1f} MB, {row[2]} fds, {row[3]} threads, {row[4]} tasks")
         await asyncio.sleep(10)
 
 
@@ -436,7 +439,7 @@ async def run(soak: Soak) -> int:
             "WHEP viewer": lambda: whep_viewer(soak),
         }
         tasks = [asyncio.create_task(keep(soak, n, c)) for n, c in consumers.items()]
-        tasks.append(asyncio.create_task(sample(soak)))
+        tasks.append(asyncio.create_task(sample(soak, http)))
         # Every fault at least once in a short run; every 3 minutes in an hour.
         every = args.fault_every or max(20.0, min(180.0, soak.duration / (len(faults) + 1.5)))
         drivers = [run_faults(soak, http, every, faults), run_presses(soak, http)]

@@ -144,13 +144,17 @@ async def report(soak: Any, http: aiohttp.ClientSession, faults: list[Any]) -> i
     """Print the figures; 0 when nothing was lost, else 1."""
     say = soak.say
     say("---- figures ----")
-    for minute, rss, fds, thr in soak.samples[:: max(1, len(soak.samples) // 12)]:
-        say(f"  t={minute:5.1f} min: RSS {rss:6.1f} MB, {fds} fds, {thr} threads")
+    for minute, rss, fds, thr, tasks in soak.samples[:: max(1, len(soak.samples) // 12)]:
+        say(f"  t={minute:5.1f} min: RSS {rss:6.1f} MB, {fds} fds, {thr} threads, {tasks} tasks")
     warm = max(1.0, soak.duration / 60 / 6)  # minutes of warm-up left out of the slope
-    later = [(m, r) for m, r, _, _ in soak.samples if m >= warm]
+    later = [(m, r) for m, r, *_ in soak.samples if m >= warm]
     if len(later) >= 3:
         slope = statistics.linear_regression([m for m, _ in later], [r for _, r in later]).slope
         say(f"RSS slope after {warm:.1f} min warm-up: {slope * 60:+.1f} MB/hour")
+        settled = [row for row in soak.samples if row[0] >= warm]
+        for label, col in (("fds", 2), ("threads", 3), ("asyncio tasks", 4)):
+            values = [row[col] for row in settled]
+            say(f"{label} after warm-up: {min(values)}-{max(values)}")
     timed = outages(soak, faults)
     broken = [o for n, _, o in timed if dict((f[0], f[2]) for f in faults)[n]]
     for name, at, seconds in timed:
