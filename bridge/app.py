@@ -15,6 +15,7 @@ from bridge.config import ServerSettings, Settings
 from bridge.errors import ConfigError
 from bridge.events import EventService
 from bridge.limits import ConnectionLimiter
+from bridge.media.aiortc_patch import parse_host_addresses
 from bridge.media.hub import Hub, Stream
 from bridge.mjpeg import MjpegOptions
 from bridge.preflight import open_without_password
@@ -115,7 +116,11 @@ def build_app(parts: Parts) -> web.Application:
         MjpegOptions(mj.fps, mj.width, mj.quality, mj.snapshot_max_age, mj.snapshot_timeout),
         mjpeg.cloud_fallback(parts.client),
     )
-    webrtc.setup(app, max_sessions_per_stream=settings.webrtc.max_sessions)
+    webrtc.setup(
+        app,
+        max_sessions_per_stream=settings.webrtc.max_sessions,
+        ice_host_addresses=parse_host_addresses(settings.webrtc.ice_host_addresses),
+    )
     h = settings.hls
     hls.setup(
         app,

@@ -160,6 +160,9 @@ class WebRtcSettings:
 
     # Each browser costs a few % of a core and a share of the doorbell's uplink.
     max_sessions: int = field(default=10, metadata=_range(1, 100))
+    # Comma-separated addresses offered to browsers as host candidates (empty: every
+    # interface). Separate from streams.ice_host_addresses, which is the doorbell side's.
+    ice_host_addresses: str = ""
 
 
 @dataclass(frozen=True)

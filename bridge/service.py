@@ -21,7 +21,7 @@ from bridge.config import RecordDeviceSettings, RecordSettings, Settings
 from bridge.errors import UnknownDevice
 from bridge.events import Event, EventOptions, EventService
 from bridge.limits import ConnectionLimiter, install_accept_error_filter
-from bridge.media import aiortc_patch
+from bridge.media.aiortc_patch import parse_host_addresses
 from bridge.media.hub import Hub, Session
 from bridge.media.live import open_live_session
 from bridge.preflight import bind_error, check_exposure
@@ -128,7 +128,11 @@ class Bridge:
 
     def _connector(self, device_id: str) -> Callable[[], Awaitable[Session]]:
         async def connect() -> Session:
-            return await open_live_session(self.client, self._http, device_id)
+            # The doorbell-side peer only: browser-facing ones follow webrtc.ice_host_addresses.
+            hosts = parse_host_addresses(self.settings.streams.ice_host_addresses)
+            return await open_live_session(
+                self.client, self._http, device_id, ice_host_addresses=hosts
+            )
 
         return connect
 
@@ -136,9 +140,6 @@ class Bridge:
         """Find the doorbells, start recording and events, then open the listeners."""
         settings = self.settings
         check_exposure(settings.server)
-        hosts = [a.strip() for a in settings.streams.ice_host_addresses.split(",") if a.strip()]
-        if hosts:
-            aiortc_patch.restrict_host_candidates(hosts)
         devices = await self.client.devices()
         for device in devices:
             self.hub.add(device.id, device.slug, self._connector(device.id))

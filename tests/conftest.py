@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bridge.media import aiortc_patch
 from bridge.redact import Secret
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, DEFAULT_EMAIL, DEFAULT_PASSWORD, SimCloud
 from bridge.skybell import SkyBellClient
@@ -25,6 +26,13 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def _webrtc_on_loopback() -> None:
+    # The bridge scopes host candidates per kind of peer and never restricts the whole process;
+    # a test must, since 127.0.0.1 is the only address any of its peers may target.
+    aiortc_patch.restrict_host_candidates(["127.0.0.1"])
 
 
 @pytest.fixture

@@ -17,7 +17,10 @@ What it provides:
   RTCP stay aiortc's: we only replace what happens after depayloading. Measured at 720p15,
   2 Mbit/s (+ opus) on this 2-core box: 6.7-6.9 % of one core to ingest, against 14 % for
   aiortc's stock decoding receiver.
-* Loopback-only host candidates and a shorter STUN/TURN gathering timeout (aioice).
+* Host candidates limited to chosen addresses, per peer (:func:`scoped_host_candidates`: the
+  doorbell side, the simulated doorbells and the browser-facing peers each have their own) or
+  process-wide for tests (:func:`restrict_host_candidates`), and a shorter STUN/TURN gathering
+  timeout (aioice).
 * Hooks for pre-encoded senders (aiortc ignores PLI for ``av.Packet`` tracks): an RTP send
   filter (the simulated doorbell's packet loss), a keyframe-request callback on a sender (WebRTC
   out), and a transport-level RTCP feedback tap that sees every PLI, FIR and NACK with its SSRCs
@@ -26,17 +29,20 @@ What it provides:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
 import aioice.ice
 import aiortc
 import aiortc.codecs
+import aiortc.rtcicetransport
 import aiortc.rtcrtpreceiver
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -61,8 +67,10 @@ __all__ = [
     "enable_passthrough",
     "install",
     "install_rtp_send_filter",
+    "parse_host_addresses",
     "request_keyframe",
     "restrict_host_candidates",
+    "scoped_host_candidates",
     "sender_ssrcs",
     "set_gather_timeout",
     "watch_keyframe_requests",
@@ -99,6 +107,16 @@ _receiver_module: Any = aiortc.rtcrtpreceiver
 _original_get_decoder = _receiver_module.get_decoder
 _original_get_host_addresses = aioice.ice.get_host_addresses
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+_original_connection_init = aioice.ice.Connection.__init__
+_original_gather_candidates = aioice.ice.Connection.gather_candidates
+
+# The host addresses of the peers being built in this context (scoped_host_candidates); None
+# leaves them to the process-wide setting. Each aioice Connection copies the value when it is
+# made, because aiortc gathers later (setLocalDescription), possibly from another task.
+_scoped_hosts: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "bridge_ice_host_addresses", default=None
+)
+_CONN_HOSTS_ATTR = "_bridge_host_addresses"
 
 # Private attribute names, spelled out once (Python name mangling).
 _RX_JITTER = "_RTCRtpReceiver__jitter_buffer"
@@ -180,7 +198,13 @@ def check_compat() -> None:
     )
     _require(callable(getattr(RTCDtlsTransport, "_send_rtp", None)), "RTCDtlsTransport._send_rtp")
     _require(callable(getattr(aioice.ice, "get_host_addresses", None)), "ice.get_host_addresses")
-    gather = getattr(aioice.ice.Connection, "gather_candidates", None)
+    # aiortc makes one aioice Connection per ICE gatherer, with keyword arguments only.
+    _require(
+        "Connection" in _names(getattr(aiortc.rtcicetransport.RTCIceGatherer, "__init__", None)),
+        "RTCIceGatherer.__init__ making an aioice Connection",
+    )
+    # The original, not whatever is installed now: after install() it is our wrapper.
+    gather = _original_gather_candidates
     _require(
         {"get_host_addresses", "get_component_candidates"} <= set(_names(gather)),
         "aioice Connection.gather_candidates",
@@ -364,7 +388,9 @@ async def request_keyframe(receiver: RTCRtpReceiver, kind: str = "pli") -> bool:
 
 
 def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    allowed: list[str] | None = _state["host_addresses"]
+    allowed: tuple[str, ...] | list[str] | None = _scoped_hosts.get()
+    if allowed is None:
+        allowed = _state["host_addresses"]
     if allowed is None:
         return _original_get_host_addresses(use_ipv4, use_ipv6)
     # aioice itself skips 127.0.0.1; an explicit list is taken as is, filtered by family.
@@ -378,10 +404,50 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 def restrict_host_candidates(addresses: list[str] | None) -> None:
     """Gather host candidates only on ``addresses`` (e.g. ["127.0.0.1"]); None restores.
 
-    Process-wide: aioice has no per-connection hook for this.
+    Process-wide, for tests and benchmarks that must keep every peer on loopback. The bridge
+    itself never calls it: it scopes each kind of peer with :func:`scoped_host_candidates`,
+    which wins over this for the peers made inside it.
     """
     install()
     _state["host_addresses"] = list(addresses) if addresses is not None else None
+
+
+def parse_host_addresses(text: str) -> list[str] | None:
+    """A setting's comma-separated addresses as a list; None when empty (every interface)."""
+    return [a.strip() for a in text.split(",") if a.strip()] or None
+
+
+@contextlib.contextmanager
+def scoped_host_candidates(addresses: Sequence[str] | None) -> Iterator[None]:
+    """Peers built inside this block gather host candidates only on ``addresses``.
+
+    None means no restriction of their own (the process-wide one, if any, applies) and also
+    undoes an enclosing scope: a peer of one kind never inherits another kind's addresses
+    through a task that happened to be started inside that scope. Build the peer, add its
+    transceivers and apply the remote description inside the block; gathering may then happen
+    anywhere, since each ICE connection keeps the addresses it was made with.
+    """
+    install()
+    token = _scoped_hosts.set(tuple(addresses) if addresses is not None else None)
+    try:
+        yield
+    finally:
+        _scoped_hosts.reset(token)
+
+
+def _connection_init(self: aioice.ice.Connection, *args: Any, **kwargs: Any) -> None:
+    _original_connection_init(self, *args, **kwargs)
+    setattr(self, _CONN_HOSTS_ATTR, _scoped_hosts.get())
+
+
+async def _gather_candidates(self: aioice.ice.Connection) -> None:
+    # Gathering runs in whatever task calls setLocalDescription (or one it spawns): put back
+    # the addresses this connection was made under, for aioice's get_host_addresses call.
+    token = _scoped_hosts.set(getattr(self, _CONN_HOSTS_ATTR, None))
+    try:
+        await _original_gather_candidates(self)
+    finally:
+        _scoped_hosts.reset(token)
 
 
 async def _get_component_candidates(
@@ -521,6 +587,8 @@ def install() -> None:
     _register_h264_profiles()
     _receiver_module.get_decoder = _get_decoder
     aioice.ice.get_host_addresses = _get_host_addresses
+    aioice.ice.Connection.__init__ = _connection_init  # type: ignore[method-assign]
+    aioice.ice.Connection.gather_candidates = _gather_candidates  # type: ignore[method-assign]
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
     _state["installed"] = True
     logger.debug("aiortc %s patched for passthrough", aiortc.__version__)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -134,13 +134,17 @@ async def open_live_session(
     *,
     options: LiveOptions | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ice_host_addresses: Sequence[str] | None = None,
 ) -> LiveSession:
     """Start a live call and negotiate WebRTC with the doorbell; media may not flow yet."""
     options = options or LiveOptions()
     call = await client.start_live_call(device_id)
     call_at = time.monotonic()
     viewer = KvsViewer(http)
-    source = WebRtcSource(choose_ice_servers([s.as_dict() for s in call.ice_servers]))
+    source = WebRtcSource(
+        choose_ice_servers([s.as_dict() for s in call.ice_servers]),
+        host_addresses=ice_host_addresses,
+    )
     try:
         await _connect_signaling(viewer, call, now)
         offer = await source.create_offer()

@@ -209,8 +209,11 @@ class WebRtcSource:
         health: IceServerHealth | None = None,
         release_on_marker: bool = True,
         queue_size: int = 2048,
+        host_addresses: Sequence[str] | None = None,
     ) -> None:
         aiortc_patch.install()
+        # Host candidates of this peer only (streams.ice_host_addresses); None: every interface.
+        self._host_addresses = host_addresses
         # An explicit (possibly empty) list: aiortc would otherwise add Google's STUN server.
         self._ice_servers = list(ice_servers)
         self._on_packet = on_packet
@@ -234,17 +237,19 @@ class WebRtcSource:
         """Build the peer and return a non-trickle offer SDP with every local candidate."""
         if self._pc is not None:
             raise WebRtcSourceError("offer already created")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+        with aiortc_patch.scoped_host_candidates(self._host_addresses):
+            # The ICE connections are made with the transceivers, so they keep these addresses.
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+            video = pc.addTransceiver("video", direction="recvonly")
+            audio = pc.addTransceiver("audio", direction="recvonly")
         self._pc = pc
         pc.on("connectionstatechange", self._state_changed)
 
-        video = pc.addTransceiver("video", direction="recvonly")
         # H.264 only, every profile, plus RTX so NACKed packets come back (VP8 would be
         # offered first otherwise and a camera could pick it).
         video.setCodecPreferences(
             _capabilities("video", lambda c: c.mimeType.lower() in ("video/h264", "video/rtx"))
         )
-        audio = pc.addTransceiver("audio", direction="recvonly")
         # We are the offerer, so offer all three SkyBell codecs and take what the camera picks.
         audio.setCodecPreferences(
             _capabilities(

@@ -117,11 +117,13 @@ def setup(
     *,
     max_sessions_per_stream: int = 10,
     ice_servers: Sequence[Mapping[str, Any]] = (),
+    ice_host_addresses: Sequence[str] | None = None,
 ) -> None:
     """Add the WebRTC offer and session routes; ``ice_servers`` is browser-style (LAN: none)."""
     output = WebRtcOutput(
         max_sessions_per_stream=max_sessions_per_stream,
         ice_servers=choose_ice_servers(ice_servers),
+        host_addresses=ice_host_addresses,
     )
     app[WEBRTC] = output
     app.router.add_post("/api/webrtc", _offer)

@@ -61,6 +61,9 @@ from .media_settings import (
 )
 from .tracks import Cut, ToneTrack, VideoTrack
 
+# The only host address of a simulated peer: no other address may be a target here.
+LOOPBACK = ("127.0.0.1",)
+
 __all__ = [
     "KEYFRAMES_ENV",
     "LIVE_FIELDS",
@@ -202,37 +205,40 @@ class SimDoorbellPeer:
             raise RuntimeError("a SimDoorbellPeer answers exactly one offer")
         settings = self.settings
         policy = RTCIceTransportPolicy.RELAY if settings.relay_only else RTCIceTransportPolicy.ALL
-        pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=self._ice_servers, iceTransportPolicy=policy)
-        )
-        self._pc = pc
-        video_track = VideoTrack(settings, self._cut, self.stats)
-        self._video = video_track
-        video = pc.addTransceiver(video_track, direction="sendonly")
-        wanted = aiortc_patch.H264_PROFILE_LEVEL_IDS[settings.profile]
-        video.setCodecPreferences(
-            [
-                c
-                for c in RTCRtpSender.getCapabilities("video").codecs
-                if c.mimeType.lower() == "video/rtx"
-                or (
-                    c.mimeType.lower() == "video/h264"
-                    and c.parameters.get("profile-level-id") in wanted
-                )
-            ]
-        )
-        senders = [video.sender]
-        if settings.audio_codec is not None:
-            rate = 48000 if settings.audio_codec == "opus" else 8000
-            audio = pc.addTransceiver(ToneTrack(rate, self._cut), direction="sendonly")
-            mime = AUDIO_MIME[settings.audio_codec]
-            audio.setCodecPreferences(
-                [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime]
+        # Loopback whatever the bridge's peers in this process offer. The scope covers setRemoteDescription,
+        # which may add transports.
+        with aiortc_patch.scoped_host_candidates(LOOPBACK):
+            pc = RTCPeerConnection(
+                RTCConfiguration(iceServers=self._ice_servers, iceTransportPolicy=policy)
             )
-            senders.append(audio.sender)
+            self._pc = pc
+            video_track = VideoTrack(settings, self._cut, self.stats)
+            self._video = video_track
+            video = pc.addTransceiver(video_track, direction="sendonly")
+            wanted = aiortc_patch.H264_PROFILE_LEVEL_IDS[settings.profile]
+            video.setCodecPreferences(
+                [
+                    c
+                    for c in RTCRtpSender.getCapabilities("video").codecs
+                    if c.mimeType.lower() == "video/rtx"
+                    or (
+                        c.mimeType.lower() == "video/h264"
+                        and c.parameters.get("profile-level-id") in wanted
+                    )
+                ]
+            )
+            senders = [video.sender]
+            if settings.audio_codec is not None:
+                rate = 48000 if settings.audio_codec == "opus" else 8000
+                audio = pc.addTransceiver(ToneTrack(rate, self._cut), direction="sendonly")
+                mime = AUDIO_MIME[settings.audio_codec]
+                audio.setCodecPreferences(
+                    [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime]
+                )
+                senders.append(audio.sender)
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
         # Hooks go on after setRemoteDescription: BUNDLE may have moved the senders to
         # another transport by then.
         self._gate = KeyframeGate(aiortc_patch.sender_ssrcs(video.sender)[0])

@@ -34,7 +34,6 @@ import aiohttp
 from aiohttp import web
 
 from bridge.kvs.presign import presign_wss
-from bridge.media import aiortc_patch
 from bridge.media.webrtc_source import choose_ice_servers
 from bridge.sim.cloud import SimCloud, SimDevice
 from bridge.sim.doorbell import LIVE_FIELDS, SimDoorbellPeer, SimMediaSettings, SimPeerStats
@@ -307,8 +306,8 @@ class SimWorld:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` and return the base URL (``http://127.0.0.1:PORT``)."""
-        # Every simulated peer lives on loopback; nothing else may be a target here.
-        aiortc_patch.restrict_host_candidates(["127.0.0.1"])
+        # The simulated doorbells' peers offer loopback only (SimDoorbellPeer scopes them); the
+        # rest of the process keeps its own ICE settings.
         self._http = aiohttp.ClientSession()
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
@@ -319,7 +318,6 @@ class SimWorld:
 
     def bind(self, base_url: str) -> None:
         """Use an externally served ``app()`` (pytest's aiohttp_server) at ``base_url``."""
-        aiortc_patch.restrict_host_candidates(["127.0.0.1"])
         self._http = self._http or aiohttp.ClientSession()
         self.base_url = base_url
 

@@ -31,6 +31,7 @@ class WebRtcOutput:
         keyframe_timeout: float = 20.0,
         keyframe_interval: float = 1.0,
         connect_timeout: float = 30.0,
+        host_addresses: Sequence[str] | None = None,
     ) -> None:
         self.max_sessions_per_stream = max_sessions_per_stream
         # Empty by default: viewers are on the LAN, and aiortc would otherwise add Google STUN.
@@ -38,6 +39,8 @@ class WebRtcOutput:
         self._keyframe_timeout = keyframe_timeout
         self._keyframe_interval = keyframe_interval
         self._connect_timeout = connect_timeout
+        # Host candidates offered to viewers; None: every interface (or the process-wide list).
+        self._host_addresses = host_addresses
         self._sessions: dict[str, WebRtcSession] = {}
         self._gates: dict[Stream, KeyframeGate] = {}
         self._closed = False
@@ -66,6 +69,7 @@ class WebRtcOutput:
             keyframe_timeout=self._keyframe_timeout,
             connect_timeout=self._connect_timeout,
             on_closed=self._forget,
+            host_addresses=self._host_addresses,
         )
         # Registered before the first await, so concurrent offers count against the cap.
         self._sessions[session.id] = session

@@ -92,6 +92,7 @@ class WebRtcSession:
         keyframe_timeout: float = 20.0,
         connect_timeout: float = 30.0,
         on_closed: Callable[[WebRtcSession], None] | None = None,
+        host_addresses: Sequence[str] | None = None,
     ) -> None:
         aiortc_patch.install()
         # The id is the capability to end the session (WHEP DELETE): never log it.
@@ -107,6 +108,7 @@ class WebRtcSession:
         self.created = time.monotonic()
         self._gate = gate
         self._ice_servers = list(ice_servers)
+        self._host_addresses = host_addresses
         self._keyframe_timeout = keyframe_timeout
         self._connect_timeout = connect_timeout
         self._on_closed = on_closed
@@ -141,24 +143,28 @@ class WebRtcSession:
         if audio.codec is None:
             logger.debug("%s on %s: no audio: %s", self.label, stream.name, audio.note)
 
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
-        self._pc = pc
-        pc.on("connectionstatechange", self._state_changed)
-        feed = RelayFeed(self._sub, self.audio_codec, self._source_ended)
-        self._video_track = H264RelayTrack(feed, lambda: (stream.sps, stream.pps))
-        video = pc.addTransceiver(self._video_track, direction="sendonly")
-        rtx = [c for c in _codecs("video") if c.mimeType.lower() == "video/rtx"]
-        video.setCodecPreferences([video_choice.capability, *rtx])
-        if audio.capability is not None:
-            self._audio_track = AudioRelayTrack(feed)
-            pc.addTransceiver(self._audio_track, direction="sendonly").setCodecPreferences(
-                [audio.capability]
-            )
-        try:
-            await pc.setRemoteDescription(Description(sdp=offer.sdp, type="offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-        except _NEGOTIATION_ERRORS as err:
-            raise OfferError(f"the offer was refused: {err or type(err).__name__}") from err
+        # Host candidates of browser-facing peers only (webrtc.ice_host_addresses): the
+        # doorbell side's setting must not reach them. setRemoteDescription may add
+        # transports, so it runs inside the scope too.
+        with aiortc_patch.scoped_host_candidates(self._host_addresses):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+            self._pc = pc
+            pc.on("connectionstatechange", self._state_changed)
+            feed = RelayFeed(self._sub, self.audio_codec, self._source_ended)
+            self._video_track = H264RelayTrack(feed, lambda: (stream.sps, stream.pps))
+            video = pc.addTransceiver(self._video_track, direction="sendonly")
+            rtx = [c for c in _codecs("video") if c.mimeType.lower() == "video/rtx"]
+            video.setCodecPreferences([video_choice.capability, *rtx])
+            if audio.capability is not None:
+                self._audio_track = AudioRelayTrack(feed)
+                pc.addTransceiver(self._audio_track, direction="sendonly").setCodecPreferences(
+                    [audio.capability]
+                )
+            try:
+                await pc.setRemoteDescription(Description(sdp=offer.sdp, type="offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
+            except _NEGOTIATION_ERRORS as err:
+                raise OfferError(f"the offer was refused: {err or type(err).__name__}") from err
         self._check_open()
         # After setRemoteDescription: BUNDLE may have moved the sender to another transport.
         aiortc_patch.watch_keyframe_requests(video.sender, self._keyframe_requested)

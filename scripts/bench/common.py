@@ -112,6 +112,7 @@ def start_serve(
         "SKYBELL_BRIDGE_SERVER_PORT": str(http_port),
         "SKYBELL_BRIDGE_SERVER_RTSP_PORT": str(rtsp_port),
         "SKYBELL_BRIDGE_STREAMS_ICE_HOST_ADDRESSES": "127.0.0.1",
+        "SKYBELL_BRIDGE_WEBRTC_ICE_HOST_ADDRESSES": "127.0.0.1",  # viewers too
         "SKYBELL_BRIDGE_LOG_LEVEL": "warning",
     }
     env |= {f"SKYBELL_BRIDGE_{k.upper()}": v for k, v in settings.items()}

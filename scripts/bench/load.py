@@ -118,6 +118,7 @@ class LoadRig:
             "SKYBELL_BRIDGE_SERVER_PORT": str(self.http_port),
             "SKYBELL_BRIDGE_SERVER_RTSP_PORT": str(self.rtsp_port),
             "SKYBELL_BRIDGE_STREAMS_ICE_HOST_ADDRESSES": "127.0.0.1",
+            "SKYBELL_BRIDGE_WEBRTC_ICE_HOST_ADDRESSES": "127.0.0.1",  # viewers too
             "SKYBELL_BRIDGE_LOG_LEVEL": "warning",
         }
         bridge = subprocess.Popen(

@@ -102,6 +102,7 @@ class Rig:
             "SKYBELL_BRIDGE_SERVER_PORT": str(self.http_port),
             "SKYBELL_BRIDGE_SERVER_RTSP_PORT": str(self.rtsp_port),
             "SKYBELL_BRIDGE_STREAMS_ICE_HOST_ADDRESSES": "127.0.0.1",
+            "SKYBELL_BRIDGE_WEBRTC_ICE_HOST_ADDRESSES": "127.0.0.1",  # viewers too
             "SKYBELL_BRIDGE_STREAMS_IDLE_TIMEOUT": "3",
             "SKYBELL_BRIDGE_HLS_IDLE_TIMEOUT": "5",
             "SKYBELL_BRIDGE_LOG_LEVEL": "warning",
