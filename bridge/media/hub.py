@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from bridge.clock import SYSTEM_CLOCK, Clock, Timer
 from bridge.errors import AuthError, BridgeError
 from bridge.media.buffers import GopRing, Subscriber, Timeline
 from bridge.media.keyframes import KeyframeKind, KeyframeRequests
@@ -72,8 +72,11 @@ class Stream:
         ring_bytes: int = 64 << 20,
         keyframe_interval: float = 2.0,
         backoff: tuple[float, float] = (0.5, 30.0),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.device_id = device_id
+        # Every timer, sleep and "now" of the stream: the clock its packets are stamped by.
+        self.clock = clock
         self.name = name
         self.idle_timeout = idle_timeout
         self.media_timeout = media_timeout
@@ -96,12 +99,12 @@ class Stream:
         self._connect = connect
         self._backoff = backoff
         self._ring = GopRing(ring_seconds, ring_bytes)
-        self.keyframes = KeyframeRequests(name, self._send_keyframe_request)
-        self._periodic: asyncio.TimerHandle | None = None
+        self.keyframes = KeyframeRequests(name, self._send_keyframe_request, clock=clock)
+        self._periodic: Timer | None = None
         self._timeline = Timeline()
         self._subs: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_handle: Timer | None = None
         self._warm_until = 0.0
         self._preroll_until = 0.0  # kept warm for pre-roll: keyframes every keyframe_interval
         # Set by whoever records this stream with pre-roll (the composition root, from the
@@ -123,7 +126,7 @@ class Stream:
         GOP would hand the consumer a burst of stale video and keep it that far behind live.
         """
         sub = Subscriber(name, self._unsubscribe, on_need_keyframe=self.request_keyframe, **limits)
-        now = time.monotonic()
+        now = self.clock.now()
         if preroll > 0:
             backlog = self._ring.since(preroll, now)
         else:
@@ -158,7 +161,7 @@ class Stream:
         also asks for keyframes every ``keyframe_interval`` meanwhile; ``False`` only holds the
         session open, e.g. between an RTSP DESCRIBE and its PLAY.
         """
-        now = time.monotonic()
+        now = self.clock.now()
         self._warm_until = max(self._warm_until, now + seconds)
         if preroll:
             self._preroll_until = max(self._preroll_until, now + seconds)
@@ -169,7 +172,7 @@ class Stream:
 
     def preroll(self, seconds: float) -> list[MediaPacket]:
         """Buffered packets reaching back ``seconds`` (from a keyframe), for recordings."""
-        return self._ring.since(seconds, time.monotonic())
+        return self._ring.since(seconds, self.clock.now())
 
     def request_keyframe(self) -> None:
         """Ask the doorbell for a keyframe (coalesced and rate-limited; see keyframes.py).
@@ -187,15 +190,14 @@ class Stream:
         # Events of this doorbell are recorded with pre-roll, or it is kept warm (recording
         # keep_warm, a rule's warm action, POST /api/streams/warm): the next clip must reach
         # back, so keyframes must not be sparse. Otherwise none are asked for unprompted.
-        return self.wants_preroll or time.monotonic() < self._preroll_until
+        return self.wants_preroll or self.clock.now() < self._preroll_until
 
     def _arm_periodic(self) -> None:
         if self._periodic is not None:
             self._periodic.cancel()
             self._periodic = None
         if self._preroll_wanted():
-            loop = asyncio.get_running_loop()
-            self._periodic = loop.call_later(self.keyframe_interval, self._periodic_due)
+            self._periodic = self.clock.call_later(self.keyframe_interval, self._periodic_due)
 
     def _periodic_due(self) -> None:
         self._periodic = None
@@ -206,8 +208,15 @@ class Stream:
         """Start the stream if needed and wait until a keyframe is cached."""
         if not self._subs:
             self.keep_warm(max(timeout, 1.0), preroll=False)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._keyframe.wait(), timeout)
+        if not self._keyframe.is_set():
+            # The timeout runs on the stream's clock, like the keep-warm it pairs with.
+            keyframe = asyncio.ensure_future(self._keyframe.wait())
+            expiry = asyncio.ensure_future(self.clock.sleep(timeout))
+            try:
+                await asyncio.wait((keyframe, expiry), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                keyframe.cancel()
+                expiry.cancel()
         return self._keyframe.is_set()
 
     def on_change(self, listener: Callable[[Stream], None]) -> None:
@@ -217,7 +226,7 @@ class Stream:
     def stats(self) -> dict[str, Any]:
         """A JSON-friendly summary for the API and the status page."""
         uptime = (
-            time.monotonic() - self.started_at if self.started_at and self.state == "live" else 0
+            self.clock.now() - self.started_at if self.started_at and self.state == "live" else 0
         )
         viewers: dict[str, int] = {}
         for sub in self._subs:
@@ -245,7 +254,7 @@ class Stream:
             )
 
     def _wanted(self) -> bool:
-        return bool(self._subs) or time.monotonic() < self._warm_until
+        return bool(self._subs) or self.clock.now() < self._warm_until
 
     def _cancel_idle(self) -> None:
         if self._idle_handle is not None:
@@ -256,8 +265,8 @@ class Stream:
         self._cancel_idle()
         if self._task is None or self._task.done():
             return
-        delay = max(self.idle_timeout, self._warm_until - time.monotonic())
-        self._idle_handle = asyncio.get_running_loop().call_later(delay, self._idle_check)
+        delay = max(self.idle_timeout, self._warm_until - self.clock.now())
+        self._idle_handle = self.clock.call_later(delay, self._idle_check)
 
     def _idle_check(self) -> None:
         self._idle_handle = None
@@ -306,13 +315,13 @@ class Stream:
                         if not got_media:
                             got_media = True
                             delay = self._backoff[0]
-                            self.started_at = self.started_at or time.monotonic()
+                            self.started_at = self.started_at or self.clock.now()
                             self._set_state("live")
                             if down_since is not None:
                                 _LOGGER.warning(
                                     "stream %s: back after %.1f s",
                                     self.name,
-                                    time.monotonic() - down_since,
+                                    self.clock.now() - down_since,
                                 )
                                 down_since = None
                         self._publish(packet)
@@ -331,7 +340,7 @@ class Stream:
                 self.reconnects += 1
                 self._keyframe.clear()
                 if down_since is None:
-                    down_since = time.monotonic()
+                    down_since = self.clock.now()
                     _LOGGER.warning("stream %s: unavailable (%s); reconnecting", self.name, reason)
                 else:
                     _LOGGER.debug("stream %s: still unavailable (%s)", self.name, reason)
@@ -339,7 +348,7 @@ class Stream:
                     "error" if not got_media and delay >= self._backoff[1] else "reconnecting",
                     reason,
                 )
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
                 delay = min(delay * 2, self._backoff[1])
         finally:
             self._ring.clear()
@@ -362,15 +371,15 @@ class Stream:
         """
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
-        last = loop.time()
+        clock = self.clock
+        last = clock.now()
         flowing = False  # the first packet switches from media_timeout to silence_timeout
         stalled: BridgeError | None = None
-        handle: asyncio.TimerHandle
+        handle: Timer
 
         def watchdog() -> None:
             nonlocal handle, stalled
-            now = loop.time()
+            now = clock.now()
             limit = self.silence_timeout if flowing else self.media_timeout
             if now - last >= limit:
                 stalled = MediaStalled(f"no media for {limit:g} s")
@@ -386,16 +395,16 @@ class Stream:
                 # Wake when the silence would reach the limit (packets move ``last`` on), and
                 # at least every quarter media_timeout for the keyframe check.
                 wait = min(last + limit - now, self.media_timeout / 4)
-                handle = loop.call_later(max(wait, 0.05), watchdog)
+                handle = clock.call_later(max(wait, 0.05), watchdog)
 
-        handle = loop.call_later(self.media_timeout / 4, watchdog)
+        handle = clock.call_later(self.media_timeout / 4, watchdog)
         try:
             async for packet in session.packets():
-                last = loop.time()
+                last = clock.now()
                 if not flowing:  # from now on silence counts: look again within its limit
                     flowing = True
                     handle.cancel()
-                    handle = loop.call_later(self.silence_timeout, watchdog)
+                    handle = clock.call_later(self.silence_timeout, watchdog)
                 yield packet
         except asyncio.CancelledError:
             if stalled is not None and task.uncancel() == 0:
@@ -429,13 +438,14 @@ async def _close_quietly(session: Session) -> None:
 class Hub:
     """Every doorbell's stream, found by stream name or device id."""
 
-    def __init__(self, **stream_options: Any) -> None:
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK, **stream_options: Any) -> None:
+        self.clock = clock
         self._options = stream_options
         self._streams: dict[str, Stream] = {}
 
     def add(self, device_id: str, name: str, connect: Connector) -> Stream:
         """Register a doorbell."""
-        stream = Stream(device_id, name, connect, **self._options)
+        stream = Stream(device_id, name, connect, clock=self.clock, **self._options)
         self._streams[name] = stream
         return stream
 

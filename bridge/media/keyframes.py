@@ -18,12 +18,12 @@ asked for; it asks here. Requests are:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
+
+from bridge.clock import SYSTEM_CLOCK, Clock, Timer
 
 __all__ = ["KeyframeKind", "KeyframeRequests"]
 
@@ -45,7 +45,7 @@ class KeyframeRequests:
         min_interval: float = 0.3,
         retry_interval: float = 1.0,
         unanswered_after: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.answer_timeout = answer_timeout
@@ -62,7 +62,7 @@ class KeyframeRequests:
         self._round_sent: float | None = None  # when this round's first request went out
         self._last_sent: float | None = None
         self._next: KeyframeKind = "pli"
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._answer_ms: deque[float] = deque(maxlen=32)
         # Said once per session: a fixed-GOP camera that ignores requests would otherwise flip
         # between "not answered" and answered at every GOP.
@@ -75,7 +75,7 @@ class KeyframeRequests:
         if self._pending_since is not None:
             self.coalesced += 1
             return False
-        now = self._clock()
+        now = self._clock.now()
         self._pending_since = now
         self.status = "waiting" if self.status == "ok" else self.status
         wait = 0.0 if self._last_sent is None else self._last_sent + self.min_interval - now
@@ -89,7 +89,7 @@ class KeyframeRequests:
         """A keyframe arrived (asked for or not): the outstanding request is answered."""
         if self._pending_since is None:
             return
-        self._answer_ms.append((self._clock() - self._pending_since) * 1000)
+        self._answer_ms.append((self._clock.now() - self._pending_since) * 1000)
         self.answered += 1
         if self.status == "not answered":
             _LOGGER.debug("stream %s: a keyframe came after all", self.name)
@@ -105,7 +105,7 @@ class KeyframeRequests:
         """Seconds the outstanding request has gone unanswered (0 when none is)."""
         if self._round_sent is None:
             return 0.0
-        return max(0.0, self._clock() - self._round_sent)
+        return max(0.0, self._clock.now() - self._round_sent)
 
     def stats(self) -> dict[str, Any]:
         """Counters for /api/streams."""
@@ -132,13 +132,13 @@ class KeyframeRequests:
     def _arm(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+        self._timer = self._clock.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
         if self._pending_since is None:
             return
-        now = self._clock()
+        now = self._clock.now()
         kind = self._next
         # PLI first; a FIR if that brought nothing, then alternate: a sender may honour one only.
         self._next = "fir" if kind == "pli" else "pli"
