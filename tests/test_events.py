@@ -34,6 +34,7 @@ from bridge.skybell.triggers import (
 from bridge.skybell.udp import BUTTON_PACKET, MOTION_PACKET, encode_packet, parse_packet
 
 from .conftest import ClientFactory, FakeClock
+from .legacy_db import make_legacy_db
 
 FRONT = "0579ce92-72a5-4b1f-8191-e360876705c3"
 BACK = "be0e3ef1-cf12-4350-bdc2-ce5266bdb838"
@@ -457,11 +458,9 @@ async def _ready(value: bool) -> bool:
 
 async def test_log_queries_results_and_retention(sim: SimCloud, tmp_path: Path) -> None:
     clock = FakeClock(datetime(2026, 5, 10, tzinfo=UTC).timestamp())
-    # The file is shared with the clip index: another component's table is already there.
-    (tmp_path / "sub").mkdir()
-    with sqlite3.connect(tmp_path / "sub" / "index.sqlite3") as db:
-        db.execute("CREATE TABLE clips (id TEXT)")
-        db.execute("INSERT INTO clips VALUES ('c1')")
+    # The file is shared with the clip index: its table and rows (as an older bridge wrote
+    # them, two clips) are already there.
+    make_legacy_db(tmp_path / "sub" / "index.sqlite3", components=("clips",), events=False)
     log = EventLog(tmp_path / "sub" / "index.sqlite3", max_age=3 * 86400, max_rows=8, clock=clock)
     await log.open()
     await log.open()  # idempotent
@@ -506,7 +505,7 @@ async def test_log_queries_results_and_retention(sim: SimCloud, tmp_path: Path) 
     await reopened.close()
     with sqlite3.connect(tmp_path / "sub" / "index.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT COUNT(*) FROM clips").fetchone()[0] == 1
+        assert db.execute("SELECT COUNT(*) FROM clips").fetchone()[0] == 2
 
 
 # -- UDP ---------------------------------------------------------------------------------------

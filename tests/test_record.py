@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +29,6 @@ from bridge.record import (
     ClipBusy,
     ClipPage,
     ClipStore,
-    Database,
     DeviceRecordOptions,
     PathOutsideStore,
     Recorder,
@@ -575,34 +573,3 @@ async def test_query_filters_and_pages(rig: Rig) -> None:
     with pytest.raises(RecordError, match="bad cursor"):
         await store.query(cursor="nonsense")
     assert rig.store.usage() == 70
-
-
-def test_database_hosts_other_components_tables(tmp_path: Path) -> None:
-    db = Database(tmp_path / "index.sqlite3")
-    steps = ["CREATE TABLE events (id TEXT PRIMARY KEY, t REAL)"]
-    assert db.migrate("events", steps) == 1
-    assert db.migrate("events", steps) == 1  # idempotent
-    steps.append("ALTER TABLE events ADD COLUMN kind TEXT; CREATE INDEX events_t ON events (t)")
-    assert db.migrate("events", steps) == 2
-    db.execute("INSERT INTO events (id, t, kind) VALUES (?, ?, ?)", ("e1", 1.0, "motion"))
-
-    def half_done() -> None:
-        with db.transaction() as conn:
-            conn.execute("INSERT INTO events (id, t) VALUES ('e2', 2.0)")
-            conn.execute("INSERT INTO nowhere VALUES (1)")
-
-    with pytest.raises(sqlite3.OperationalError):
-        half_done()
-    assert [r["id"] for r in db.query("SELECT id FROM events")] == ["e1"]  # rolled back
-    assert db.query("PRAGMA journal_mode")[0][0] == "wal"
-    db.close()
-    store = ClipStore(tmp_path)  # the clip index joins the same file
-    assert {r[0] for r in store.db.query("SELECT component FROM schema_versions")} == {
-        "clips",
-        "events",
-    }
-    store.close()
-    again = Database(tmp_path / "index.sqlite3")
-    with pytest.raises(RuntimeError, match="newer"):
-        again.migrate("clips", [])
-    again.close()

@@ -1,9 +1,9 @@
 """The event log: every event and the actions taken for it, in SQLite, with retention.
 
-It shares a database file with the clip index (``CLIPS_DIR/index.sqlite3``) but owns its tables
-and its connection. WAL mode lets the recorder's connection write while we read; a busy timeout
-covers the moments when both write. The connection lives on one worker thread, so SQLite work
-never runs on the event loop and statements run in the order they were asked for.
+The tables live in the bridge's database (``CLIPS_DIR/index.sqlite3``, made by ``bridge.db``),
+and the log uses the same connection as the clip index: ``open_database`` shares it. Its calls
+run on one worker thread of the log's own, so SQLite work never runs on the event loop and its
+statements run in the order they were asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bridge.db import Database, open_database
 from bridge.skybell.events import Event
 
 __all__ = ["EventLog", "EventPage"]
@@ -27,31 +28,6 @@ __all__ = ["EventLog", "EventPage"]
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    device TEXT NOT NULL,
-    type TEXT NOT NULL,
-    time REAL NOT NULL,
-    source TEXT NOT NULL,
-    sources TEXT NOT NULL,
-    activity_id TEXT,
-    known_device INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    logged REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_time ON events(time);
-CREATE INDEX IF NOT EXISTS events_device_time ON events(device, time);
-CREATE TABLE IF NOT EXISTS event_results (
-    event_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    ok INTEGER NOT NULL,
-    detail TEXT NOT NULL,
-    time REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_results_event ON event_results(event_id);
-"""
 _COLUMNS = "id, device_id, device, type, time, source, sources, activity_id, known_device, payload"
 # A result may be written a moment before its event (the rules engine and the log are separate
 # subscribers); an orphan result is only dropped once it is this old.
@@ -97,7 +73,7 @@ class EventLog:
         self._prune_every = prune_every
         self._clock = clock
         self._since_prune = 0
-        self._db: sqlite3.Connection | None = None
+        self._db: Database | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -105,12 +81,12 @@ class EventLog:
             raise RuntimeError("the event log is not open")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _conn(self) -> sqlite3.Connection:
+    def _database(self) -> Database:
         assert self._db is not None
         return self._db
 
     async def open(self) -> None:
-        """Create the file, folder and tables if needed, then prune; safe to call twice."""
+        """Open (creating and migrating if needed) the database, then prune; safe twice."""
         if self._pool is not None:
             return
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-log")
@@ -118,13 +94,7 @@ class EventLog:
         await self.prune()
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA busy_timeout = 5000")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable except on power loss
-        db.executescript(_SCHEMA)
-        self._db = db
+        self._db = open_database(self.path)
 
     async def close(self) -> None:
         """Finish pending writes and close; safe to call twice."""
@@ -152,7 +122,7 @@ class EventLog:
     update = add  # a merged event rewrites its row: same id, more sources, maybe an activity id
 
     def _upsert(self, event: Event) -> None:
-        self._conn().execute(
+        self._database().execute(
             f"INSERT OR REPLACE INTO events ({_COLUMNS}, logged) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant column list
             (
                 event.id,
@@ -174,7 +144,7 @@ class EventLog:
         await self._run(self._add_result, event_id, action, ok, detail)
 
     def _add_result(self, event_id: str, action: str, ok: bool, detail: str) -> None:
-        self._conn().execute(
+        self._database().execute(
             "INSERT INTO event_results (event_id, action, ok, detail, time) VALUES (?,?,?,?,?)",
             (event_id, action, int(ok), detail[:2000], self._clock()),
         )
@@ -184,8 +154,14 @@ class EventLog:
         return await self._run(self._prune)
 
     def _prune(self) -> int:
-        db = self._conn()
         now = self._clock()
+        with self._database().transaction() as db:
+            deleted = self._prune_in(db, now)
+        if deleted:
+            _LOGGER.info("event log: pruned %d old events", deleted)
+        return deleted
+
+    def _prune_in(self, db: sqlite3.Connection, now: float) -> int:
         deleted = db.execute("DELETE FROM events WHERE time < ?", (now - self.max_age,)).rowcount
         deleted += db.execute(
             "DELETE FROM events WHERE rowid IN "
@@ -196,8 +172,6 @@ class EventLog:
             "DELETE FROM event_results WHERE time < ? AND event_id NOT IN (SELECT id FROM events)",
             (now - _ORPHAN_GRACE,),
         )
-        if deleted:
-            _LOGGER.info("event log: pruned %d old events", deleted)
         return deleted
 
     # -- reading -------------------------------------------------------------------------------
@@ -235,7 +209,13 @@ class EventLog:
         return await self._run(self._query, " AND ".join(where), args, limit, offset)
 
     def _query(self, where: str, args: list[Any], limit: int, offset: int) -> EventPage:
-        db = self._conn()
+        # Held for the three statements, so the page, its count and its results agree.
+        with self._database().locked() as db:
+            return self._query_in(db, where, args, limit, offset)
+
+    def _query_in(
+        self, db: sqlite3.Connection, where: str, args: list[Any], limit: int, offset: int
+    ) -> EventPage:
         total = db.execute(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()[0]  # noqa: S608 - where is built from constants
         rows = db.execute(
             f"SELECT {_COLUMNS} FROM events WHERE {where} "  # noqa: S608 - as above

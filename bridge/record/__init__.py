@@ -2,11 +2,10 @@
 
 The app needs ``ClipStore`` (the folder and index, with an async API for routes),
 ``Recorder`` (trigger/manual clips from hub streams) and ``RecordOptions``. The package
-depends on ``bridge.media`` only; other components can add tables to ``ClipStore.db``.
+depends on ``bridge.media`` and ``bridge.db`` (which makes every table in ``ClipStore.db``).
 """
 
 from .active import ActiveClip
-from .db import Database
 from .errors import ClipBusy, PathOutsideStore, RecordError, StorageFull
 from .index import Clip, ClipIndex, ClipPage
 from .options import DeviceRecordOptions, RecordOptions
@@ -22,7 +21,6 @@ __all__ = [
     "ClipIndex",
     "ClipPage",
     "ClipStore",
-    "Database",
     "DeviceRecordOptions",
     "PathOutsideStore",
     "RecordError",

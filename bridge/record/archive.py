@@ -10,7 +10,8 @@ A download that breaks resumes with ``Range`` from the part file's size (across 
 the part file is named after the activity), with capped exponential backoff; an expired URL
 (403) is simply asked for again. A body that is not an MP4 is rejected and remembered, so it
 is not fetched on every sync; so is every activity downloaded once, so a clip that retention
-or the user deleted does not come back. The ``cloud_archive`` table holds that memory.
+or the user deleted does not come back. The ``cloud_archive`` table holds that memory (made
+with the others by ``bridge.db``).
 
 Presigned URLs carry credentials: they are never logged, and error text is redacted.
 """
@@ -44,9 +45,9 @@ from bridge.redact import redact
 from bridge.skybell.client import SkyBellClient
 from bridge.skybell.models import Activity
 from bridge.skybell.models import slugify as device_slug
+from bridge.tasks import TaskSet
 
 __all__ = [
-    "ARCHIVE_MIGRATIONS",
     "ArchiveError",
     "ArchiveOptions",
     "CloudArchive",
@@ -60,19 +61,6 @@ _DAY = 86400.0
 # Box types an MP4 can start with; anything else (an HTML error page, say) is not a video.
 _MP4_FIRST_BOXES = frozenset(
     {b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pdin", b"uuid", b"moof"}
-)
-
-ARCHIVE_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE cloud_archive (
-        activity_id TEXT PRIMARY KEY,
-        device_id TEXT NOT NULL,
-        event_time REAL NOT NULL,
-        outcome TEXT NOT NULL CHECK (outcome IN ('downloaded', 'rejected')),
-        note TEXT NOT NULL DEFAULT '',
-        at REAL NOT NULL
-    )
-    """,
 )
 
 Progress = Callable[[int, int, int], None]
@@ -154,10 +142,9 @@ class CloudArchive:
         )
         self._names: dict[str, str] = {}  # device id -> stream name (slug)
         self._inflight: dict[str, asyncio.Future[Clip]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()  # vready downloads and the periodic sync
         self._periodic: asyncio.Task[None] | None = None
         self._closed = False
-        store.db.migrate("cloud_archive", ARCHIVE_MIGRATIONS)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -236,28 +223,24 @@ class CloudArchive:
         """The cloud says an activity's video is ready: fetch it in the background."""
         if self._closed:
             return None
-        return self._spawn(self._vready(device_id, activity_id), f"archive vready {activity_id}")
+        return self._tasks.spawn(
+            self._vready(device_id, activity_id), f"archive vready {activity_id}"
+        )
 
     def run_periodic(self, interval: float, *, lookback: float = _DAY) -> None:
         """Sync the last ``lookback`` seconds now and every ``interval`` seconds."""
         if self._closed or (self._periodic is not None and not self._periodic.done()):
             return
-        self._periodic = self._spawn(self._periodic_loop(interval, lookback), "archive periodic")
+        self._periodic = self._tasks.spawn(
+            self._periodic_loop(interval, lookback), "archive periodic"
+        )
 
     async def close(self) -> None:
         """Stop background syncs and downloads (part files stay for a resume); safe twice."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
 
     # -- background ----------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def _vready(self, device_id: str, activity_id: str) -> Clip | None:
         try:

@@ -1,4 +1,4 @@
-"""The clip index: one row per clip file, in the shared SQLite database.
+"""The clip index: one row per clip file, in the bridge's database (see ``bridge.db``).
 
 Rows are written by the recorder (``source='live'``) and, later, by the cloud-archive download
 (``source='cloud'``, keyed by a unique ``activity_id``). ``uploaded`` is the S3 queue's state
@@ -16,44 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.record.db import Database
+from bridge.db import Database
 from bridge.record.errors import RecordError
 
-__all__ = ["CLIP_MIGRATIONS", "Clip", "ClipIndex", "ClipPage", "ClipSource", "ClipState"]
+__all__ = ["Clip", "ClipIndex", "ClipPage", "ClipSource", "ClipState"]
 
 ClipState = Literal["recording", "done", "failed"]
 ClipSource = Literal["live", "cloud"]
-
-CLIP_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE clips (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        device_id TEXT NOT NULL,
-        device TEXT NOT NULL,
-        event TEXT NOT NULL,
-        start REAL NOT NULL,
-        "end" REAL,
-        duration REAL NOT NULL DEFAULT 0,
-        size INTEGER NOT NULL DEFAULT 0,
-        video_codec TEXT NOT NULL DEFAULT '',
-        audio_codec TEXT NOT NULL DEFAULT '',
-        width INTEGER NOT NULL DEFAULT 0,
-        height INTEGER NOT NULL DEFAULT 0,
-        preroll REAL NOT NULL DEFAULT 0,
-        source TEXT NOT NULL DEFAULT 'live' CHECK (source IN ('live', 'cloud')),
-        activity_id TEXT UNIQUE,
-        path TEXT NOT NULL UNIQUE,
-        thumbnail TEXT,
-        state TEXT NOT NULL CHECK (state IN ('recording', 'done', 'failed')),
-        uploaded TEXT NOT NULL DEFAULT 'no',
-        note TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX clips_start ON clips (start, id);
-    CREATE INDEX clips_device_start ON clips (device, start);
-    CREATE INDEX clips_state ON clips (state);
-    CREATE INDEX clips_uploaded ON clips (uploaded)
-    """,
-)
 
 _COLUMNS = (
     "device_id",
@@ -133,7 +102,6 @@ class ClipIndex:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.migrate("clips", CLIP_MIGRATIONS)
 
     def add(self, clip: Clip) -> Clip:
         """Insert a clip; returns it with its id. Raises RecordError on a duplicate path/activity."""
@@ -229,13 +197,7 @@ class ClipIndex:
         return [_row_to_clip(r) for r in rows]
 
     def remote_only(self) -> set[int]:
-        """Ids of clips whose file now lives only in S3 (uploaded, then deleted locally).
-
-        The ``local`` column belongs to the S3 uploader's migration; without it, none are.
-        """
-        columns = {row[1] for row in self.db.query("PRAGMA table_info(clips)")}
-        if "local" not in columns:
-            return set()
+        """Ids of clips whose file now lives only in S3 (uploaded, then deleted locally)."""
         return {int(r[0]) for r in self.db.query("SELECT id FROM clips WHERE local = 0")}
 
     def total_size(self) -> int:

@@ -1,10 +1,11 @@
 """Optional upload of finished clips (and their thumbnails) to S3 or an S3-compatible store.
 
-The queue lives in the clip index, so it survives restarts: ``uploaded`` is ``no`` (not queued),
-``pending`` (queued; ``upload_attempts``, ``upload_error`` and ``upload_next`` say how it went),
-``done`` (``s3_key`` names the object) or ``failed`` (the local file vanished before it could
-be sent: nothing left to try). A failing endpoint never drops a clip: it stays ``pending`` and
-is retried with capped exponential backoff, and at once after a restart.
+The queue lives in the clip index (``bridge.db`` makes its columns), so it survives restarts:
+``uploaded`` is ``no`` (not queued), ``pending`` (queued; ``upload_attempts``, ``upload_error``
+and ``upload_next`` say how it went), ``done`` (``s3_key`` names the object) or ``failed`` (the
+local file vanished before it could be sent: nothing left to try). A failing endpoint never
+drops a clip: it stays ``pending`` and is retried with capped exponential backoff, and at once
+after a restart.
 
 Keys are ``<prefix>/<device>/<YYYY-MM-DD>/<file>``: the clip's place in the folder under the
 prefix. With ``delete_local_after_upload`` the mp4 and jpg are deleted once both are up; the row
@@ -36,22 +37,10 @@ from bridge.record.errors import RecordError
 from bridge.record.store import ClipStore
 from bridge.redact import redact
 
-__all__ = ["S3_MIGRATIONS", "S3Location", "S3Options", "S3Uploader"]
+__all__ = ["S3Location", "S3Options", "S3Uploader"]
 
 _LOGGER = logging.getLogger(__name__)
 
-S3_MIGRATIONS: tuple[str, ...] = (
-    """
-    ALTER TABLE clips ADD COLUMN upload_attempts INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE clips ADD COLUMN upload_error TEXT NOT NULL DEFAULT '';
-    ALTER TABLE clips ADD COLUMN upload_next REAL NOT NULL DEFAULT 0;
-    ALTER TABLE clips ADD COLUMN s3_key TEXT;
-    ALTER TABLE clips ADD COLUMN s3_thumbnail_key TEXT;
-    ALTER TABLE clips ADD COLUMN s3_size INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE clips ADD COLUMN local INTEGER NOT NULL DEFAULT 1;
-    CREATE INDEX clips_upload_due ON clips (uploaded, upload_next)
-    """,
-)
 _CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg"}
 
 
@@ -126,7 +115,6 @@ class S3Uploader:
         self._next_scan = 0.0
         self._failing = False
         self._closed = False
-        store.db.migrate("s3", S3_MIGRATIONS)
 
     # -- public API ----------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """The clips folder and its index: where clips go, finishing them, deleting them, listing them.
 
 Layout: ``<root>/<device-slug>/<YYYY-MM-DD>/<HHMMSS>_<event>.mp4`` (local time) with a ``.jpg``
-thumbnail beside it, and ``<root>/index.sqlite3``. A clip being written is ``<name>.mp4.part``
+thumbnail beside it, and ``<root>/index.sqlite3`` (the bridge's database, ``bridge.db``). A clip being written is ``<name>.mp4.part``
 with an index row in state ``recording``; ``finish()`` renames it. Every path that comes from
 outside (a request, a device name, an index row) is resolved and checked to stay in the root.
 
 The synchronous methods block (SQLite, file I/O, PyAV); the async ones run them in a thread.
+So does the constructor, which opens (and migrates) the database: from async code, build the
+store in a thread (``await asyncio.to_thread(ClipStore, root)``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridge.db import FILE_NAME, open_database
 from bridge.record import scan
-from bridge.record.db import Database
 from bridge.record.errors import ClipBusy, PathOutsideStore, RecordError
 from bridge.record.index import Clip, ClipIndex, ClipPage
 from bridge.record.mp4file import PART_SUFFIX, cut_partial_fragment, fsync_path, probe
@@ -32,7 +34,6 @@ from bridge.record.thumbnail import thumbnail_from_file
 __all__ = ["ClipStore", "slugify"]
 
 _LOGGER = logging.getLogger(__name__)
-DB_NAME = "index.sqlite3"
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
@@ -49,7 +50,9 @@ class ClipStore:
         path = Path(root)
         path.mkdir(parents=True, exist_ok=True)
         self.root = path.resolve()
-        self.db = Database(self.root / DB_NAME)  # other components may migrate their tables in
+        # Shared with the event log, the archive and the S3 uploader: one connection per file.
+        self.db = open_database(self.root / FILE_NAME)
+        self._closed = False
         self.index = ClipIndex(self.db)
         self._lock = threading.Lock()
         self._active: dict[int, Path] = {}  # clip id -> the .part file being written
@@ -243,5 +246,7 @@ class ClipStore:
         return await asyncio.to_thread(self.reindex_sync)
 
     def close(self) -> None:
-        """Close the database; safe to call twice."""
-        self.db.close()
+        """Give back the database; safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self.db.close()
