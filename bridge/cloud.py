@@ -12,17 +12,18 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from bridge.automation import CallBudget, SwitchBotClient
 from bridge.config import Settings
 from bridge.redact import Secret
-from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
-from bridge.sim.switchbot import DEFAULT_SECRET as SWITCHBOT_SECRET
-from bridge.sim.switchbot import DEFAULT_TOKEN as SWITCHBOT_TOKEN
-from bridge.sim.world import SWITCHBOT_PREFIX, SimWorld
 from bridge.skybell import SkyBellClient
+
+if TYPE_CHECKING:
+    # Imported where the simulator starts: with credentials configured it is never loaded.
+    from bridge.sim.world import SimWorld
 
 __all__ = ["Cloud", "open_cloud"]
 
@@ -51,6 +52,10 @@ def _switchbot(
         )
     if sim is None:
         return None
+    from bridge.sim.switchbot import DEFAULT_SECRET as SWITCHBOT_SECRET
+    from bridge.sim.switchbot import DEFAULT_TOKEN as SWITCHBOT_TOKEN
+    from bridge.sim.world import SWITCHBOT_PREFIX
+
     # Simulated doorbells drive a simulated SwitchBot, so rules can be tried end to end.
     return SwitchBotClient(
         http,
@@ -84,6 +89,9 @@ async def open_cloud(
             )
             yield Cloud(client, session, None, _switchbot(settings, session, None))
             return
+        from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
+        from bridge.sim.world import SimWorld
+
         sim = SimWorld()
         # The simulator's own chatter is not news for someone using the bridge.
         sim_log = logging.getLogger("bridge.sim")

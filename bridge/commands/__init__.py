@@ -1,2 +1,7 @@
-"""The CLI's commands beyond the core ones in ``bridge.__main__``; each module adds its own
-subcommands to the parser with ``add_parsers(sub)``."""
+"""Every ``skybell-bridge`` command. Each module adds its subcommands with ``add_parsers(sub)``
+and runs them as ``async (settings, args) -> exit code``; ``bridge.__main__`` only parses the
+arguments and dispatches.
+
+Modules import what a command needs inside the command: starting the CLI for ``devices`` must
+not load the simulator, aiortc or PyAV.
+"""

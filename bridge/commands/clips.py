@@ -6,21 +6,24 @@ import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.cloud import open_cloud
+from bridge.commands.clips_sync import ProgressPrinter, parse_since
 from bridge.commands.common import print_table
 from bridge.config import Settings
-from bridge.record import ClipStore, Retention
-from bridge.record.archive import CloudArchive
-from bridge.record.archive_cli import ProgressPrinter, parse_since
-from bridge.service import record_options
 from bridge.skybell import find_device
+
+if TYPE_CHECKING:
+    from bridge.record import ClipStore
 
 __all__ = ["add_parsers"]
 
 
 def _open_store(settings: Settings) -> ClipStore:
+    # Imported when a command runs: the clip store brings PyAV along.
+    from bridge.record import ClipStore
+
     return ClipStore(settings.storage.clips_dir)
 
 
@@ -53,6 +56,10 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     """Download SkyBell's recordings since a time into the clips folder, with progress."""
+    from bridge.record import Retention
+    from bridge.record.archive import CloudArchive
+    from bridge.service import record_options
+
     store = await asyncio.to_thread(_open_store, settings)
     try:
         async with open_cloud(settings) as cloud:
@@ -91,6 +98,9 @@ async def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     """Apply retention now: delete the oldest clips beyond the configured age and size."""
+    from bridge.record import Retention
+    from bridge.service import record_options
+
     store = await asyncio.to_thread(_open_store, settings)
     try:
         deleted = await asyncio.to_thread(Retention(store, record_options(settings.record)).run)

@@ -1,5 +1,4 @@
-"""``skybell-bridge events tail`` (the running bridge's live feed) and pressing a running
-simulator's doorbell (``skybell-bridge sim press DEVICE``)."""
+"""``skybell-bridge events tail``: the running bridge's live event feed."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import aiohttp
 from bridge.config import Settings
 from bridge.errors import BridgeError
 
-__all__ = ["add_parsers", "cmd_sim_press"]
+__all__ = ["add_parsers"]
 
 
 def _bridge_url(settings: Settings) -> str:
@@ -58,26 +57,6 @@ async def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
                         print(json.dumps(data) if args.json else _describe(data), flush=True)
         except aiohttp.ClientConnectionError as err:
             raise BridgeError(f"cannot reach the bridge at {url}: {err}") from None
-    return 0
-
-
-async def cmd_sim_press(settings: Settings, args: argparse.Namespace) -> int:
-    """Press a doorbell of a running simulator (``skybell-bridge sim``) over its HTTP API."""
-    if len(args.action) < 2 or args.action[0] != "press":
-        raise BridgeError("usage: skybell-bridge sim press DEVICE [doorbell|motion]")
-    device = args.action[1]
-    event = args.action[2] if len(args.action) > 2 else "doorbell"
-    url = args.url.rstrip("/") + "/_sim/press"
-    params = {"device": device, "event": event}
-    async with aiohttp.ClientSession() as http:
-        try:
-            async with http.post(url, params=params) as resp:
-                body = await resp.json(content_type=None)
-        except aiohttp.ClientConnectionError as err:
-            raise BridgeError(f"no simulator at {args.url}: {err}") from None
-    if resp.status != 200:
-        raise BridgeError(f"the simulator refused: {body.get('error', resp.status)}")
-    print(f"pressed {body.get('device', device)} ({event}), activity {body.get('activity_id')}")
     return 0
 
 

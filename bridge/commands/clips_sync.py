@@ -1,6 +1,7 @@
-"""Command-line helpers for ``skybell-bridge clips sync``: ``--since`` parsing and a progress line.
+"""Helpers of ``skybell-bridge clips sync``: ``--since`` parsing and a progress line.
 
-Pure standard library, so the CLI can use them without importing PyAV or aiohttp first.
+Pure standard library: the parser is built with ``parse_since`` before any command runs, so
+this module must not pull PyAV or aiohttp into every CLI start.
 """
 
 from __future__ import annotations
