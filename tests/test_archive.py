@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bridge.commands.clips_sync import ProgressPrinter, format_progress, parse_since
 from bridge.record import ClipStore, RecordOptions, Retention, StorageFull
 from bridge.record.archive import ArchiveOptions, CloudArchive, SyncReport
-from bridge.record.archive_cli import ProgressPrinter, format_progress, parse_since
 from bridge.record.mp4file import probe
 from bridge.redact import Secret
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY, SimCloud
@@ -49,7 +49,7 @@ class Rig:
         options.setdefault("max_backoff", 0.05)
         options.setdefault("chunk_bytes", 16 * 1024)  # several writes per video
         retention = retention or Retention(
-            self.store, RecordOptions(min_free_bytes=0, reserve_bytes=0)
+            self.store, RecordOptions(min_free_mb=0, reserve_bytes=0)
         )
         archive = CloudArchive(
             self.client,
@@ -156,7 +156,7 @@ async def test_sync_downloads_each_video_once_into_the_clip_layout(rig: Rig) -> 
 
 async def test_sync_filters_by_device_and_skips_what_retention_would_delete(rig: Rig) -> None:
     retention = Retention(
-        rig.store, RecordOptions(min_free_bytes=0, reserve_bytes=0, max_age_days=0.5)
+        rig.store, RecordOptions(min_free_mb=0, reserve_bytes=0, max_age_days=0.5)
     )
     report = await rig.archive(retention).sync(rig.since(), device_ids=[FRONT])
     # Front Door's activities are 7, 14, 21 and 28 hours old; half a day keeps the first.
@@ -285,7 +285,7 @@ async def test_vready_downloads_that_one_activity(rig: Rig) -> None:
 
 
 async def test_full_storage_refuses_the_download(rig: Rig) -> None:
-    full = Retention(rig.store, RecordOptions(min_free_bytes=1 << 62, reserve_bytes=0))
+    full = Retention(rig.store, RecordOptions(min_free_mb=1 << 42, reserve_bytes=0))
     with pytest.raises(StorageFull):
         await rig.archive(full).sync(rig.since())
     assert rig.store.index.all() == []
@@ -397,7 +397,7 @@ async def test_the_simulated_world_serves_activity_videos(
                 client,
                 http,
                 store,
-                retention=Retention(store, RecordOptions(min_free_bytes=0, reserve_bytes=0)),
+                retention=Retention(store, RecordOptions(min_free_mb=0, reserve_bytes=0)),
                 clock=clock,
             )
             newest = world.cloud.activities[0]
