@@ -1,56 +1,51 @@
-"""The bridge's aiohttp application: an ordered list of each part's ``setup(app, ...)``."""
+"""The bridge's aiohttp application: an ordered list of each part's ``setup(app, ...)``.
+
+Each setup adds its routes and a cleanup context (aiohttp's ``cleanup_ctx``: start the part,
+yield, close it) that keeps the part under one typed ``web.AppKey``. ``runner.setup()`` starts
+the contexts in the order listed here, each finding the parts made before it on the app;
+``runner.cleanup()`` stops listening, lets requests finish, then closes them in reverse: the
+outputs and RTSP first, then rules and events, then the recorder (clips being recorded are
+finished), the clip store, and last the hub (every live call ends).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from bridge.authlimit import AuthLimiter, parse_proxies
-from bridge.automation.engine import RuleEngine
+from bridge.automation.switchbot import SwitchBotClient
 from bridge.config import ServerSettings, Settings
 from bridge.errors import ConfigError
-from bridge.events import EventService
 from bridge.limits import ConnectionLimiter
-from bridge.media.aiortc_patch import parse_host_addresses
-from bridge.media.hub import Hub, Stream
-from bridge.mjpeg import MjpegOptions
+from bridge.media.hub import Stream
 from bridge.preflight import open_without_password
-from bridge.record import ClipStore, Recorder
-from bridge.record.s3 import S3Uploader
-from bridge.routes import clips, events, hls, mjpeg, streams, webrtc
+from bridge.routes import (
+    archive,
+    automation,
+    clips,
+    events,
+    hls,
+    limits,
+    mjpeg,
+    rtsp,
+    streams,
+    webrtc,
+)
 from bridge.routes import web as web_page
 from bridge.routes.auth import AUTH_LIMITER, basic_auth_middleware
-from bridge.routes.common import HUB
-from bridge.routes.limits import limits_middleware
+from bridge.routes.common import DEVICES, HUB
 from bridge.routes.origin import HostPolicy, guard_middleware
-from bridge.skybell import Device, SkyBellClient
+from bridge.skybell import SkyBellClient
 
-__all__ = ["PARTS", "Parts", "build_app", "build_auth_limiter"]
+__all__ = ["INDEX_NAME", "build_app", "build_auth_limiter"]
 
-
-@dataclass
-class Parts:
-    """Everything the routes serve from; the service builds and owns them."""
-
-    settings: Settings
-    client: SkyBellClient
-    hub: Hub
-    devices: list[Device]
-    events: EventService
-    store: ClipStore
-    recorder: Recorder
-    rules: RuleEngine
-    uploader: S3Uploader | None = None
-    rtsp_port: int = 0  # the port RTSP really listens on (the setting may say 0)
-    limiter: ConnectionLimiter | None = None  # connection caps shared with RTSP
-    auth_limiter: AuthLimiter | None = None  # wrong-password counts shared with RTSP
-
-
-PARTS = web.AppKey("parts", Parts)
+INDEX_NAME = "index.sqlite3"  # clips and events share one database in the clips folder
 
 # Paths that carry their own credential (or none is needed) and stay open without the password:
 # SkyBell cannot send Basic auth, so its webhook is guarded by the shared-secret header instead.
@@ -71,73 +66,72 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "streams": len(request.app[HUB].streams), "tasks": tasks})
 
 
-async def _automation(request: web.Request) -> web.Response:
-    """Rules (fired, skipped, last results) and the SwitchBot call budget."""
-    return web.json_response(request.app[PARTS].rules.stats())
+def _stream_info(app: web.Application) -> Callable[[Stream], dict[str, Any]]:
+    """Per-stream facts the app knows and the hub does not: the device, MJPEG and WebRTC."""
+
+    def info(stream: Stream) -> dict[str, Any]:
+        device = next((d for d in app[DEVICES] if d.id == stream.device_id), None)
+        out: dict[str, Any] = {"mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {})}
+        out.update(webrtc.stream_stats(app, stream))
+        if device is not None:
+            out.update(device=device.name, online=device.online, battery=device.battery)
+        return out
+
+    return info
 
 
-def build_app(parts: Parts) -> web.Application:
-    """Assemble the HTTP API and outputs for the account's doorbells."""
-    settings = parts.settings
-    srv = settings.server
-    middlewares: list[Middleware] = []
-    if parts.limiter is not None:
-        # First, so a request counts as proof of life even when it is then refused.
-        middlewares.append(limits_middleware(parts.limiter))
+def _middlewares(srv: ServerSettings, limiter: ConnectionLimiter) -> list[Middleware]:
+    # The limits first, so a request counts as proof of life even when it is then refused.
     # Host and Origin are checked with or without a password (DNS rebinding, cross-site
     # writes); the open paths carry their own credential or tell nothing (see routes.origin).
     policy = HostPolicy((srv.host, srv.rtsp_host), srv.allowed_hosts)
-    middlewares.append(guard_middleware(policy, exempt=_OPEN_PATHS))
+    middlewares = [limits.limits_middleware(limiter), guard_middleware(policy, exempt=_OPEN_PATHS)]
     if srv.password is not None:
         middlewares.append(
             basic_auth_middleware(srv.username, srv.password.reveal(), open_paths=_OPEN_PATHS)
         )
-    app = web.Application(middlewares=middlewares)
-    app[PARTS] = parts
-    app[AUTH_LIMITER] = parts.auth_limiter or build_auth_limiter(srv)
-    app[HUB] = parts.hub
-    by_id = {d.id: d for d in parts.devices}
+    return middlewares
 
-    def stream_info(stream: Stream) -> dict[str, Any]:
-        device = by_id.get(stream.device_id)
-        info: dict[str, Any] = {"mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {})}
-        info.update(webrtc.stream_stats(app, stream))
-        if device is not None:
-            info.update(device=device.name, online=device.online, battery=device.battery)
-        return info
 
-    app[streams.STREAM_INFO] = stream_info
-    app.router.add_get("/api/health", _health)
-    app.router.add_get("/api/automation", _automation)
-    streams.setup(app)
-    mj = settings.mjpeg
-    mjpeg.setup(
-        app,
-        MjpegOptions(mj.fps, mj.width, mj.quality, mj.snapshot_max_age, mj.snapshot_timeout),
-        mjpeg.cloud_fallback(parts.client),
+def build_app(
+    settings: Settings,
+    client: SkyBellClient,
+    http: aiohttp.ClientSession,
+    switchbot: SwitchBotClient | None = None,
+) -> web.Application:
+    """Assemble every part, the HTTP API and the outputs for the account's doorbells."""
+    srv = settings.server
+    # One limiter for both listeners: the descriptors they spend come from one budget.
+    limiter = ConnectionLimiter(
+        max_connections=srv.max_connections,
+        max_per_client=srv.max_connections_per_client,
+        exempt=[a for a in srv.trusted_proxies.split(",") if a.strip()],
     )
-    webrtc.setup(
-        app,
-        max_sessions_per_stream=settings.webrtc.max_sessions,
-        ice_host_addresses=parse_host_addresses(settings.webrtc.ice_host_addresses),
+    app = web.Application(middlewares=_middlewares(srv, limiter))
+    app[AUTH_LIMITER] = build_auth_limiter(srv)  # one wrong-password count for HTTP and RTSP
+    clips_dir = settings.storage.clips_dir
+
+    streams.setup(app, settings.streams, client, http)
+    clips.setup(app, settings.record, settings.s3, clips_dir=clips_dir)
+    archive.setup(app, settings.archive, client, http)
+    events.setup(app, settings.events, client, log_path=clips_dir / INDEX_NAME)
+    automation.setup(
+        app, settings.rules, switchbot=switchbot, http=http, archive=settings.archive.enabled
     )
-    h = settings.hls
-    hls.setup(
-        app,
-        idle_timeout=h.idle_timeout,
-        segment_target=h.segment_target,
-        part_target=h.part_target,
-        window=h.window,
-    )
-    clips.setup(app, parts.store, parts.recorder, parts.uploader)
-    events.setup(app, parts.events, manage=False)
+    limits.setup(app, limiter)
+    rtsp.setup(app, srv)
+    hls.setup(app, settings.hls)
+    mjpeg.setup(app, settings.mjpeg, mjpeg.cloud_fallback(client))
+    webrtc.setup(app, settings.webrtc)
     web_page.setup(
         app,
-        # Read per request: RTSP binds after the app is built (and may ask for port 0).
-        rtsp_port=lambda: parts.rtsp_port or srv.rtsp_port,
+        # Read per request: RTSP binds after the app has started (and may ask for port 0).
+        rtsp_port=lambda: app[rtsp.RTSP].port,
         rtsp_host=srv.rtsp_host,
         username=srv.username,
         password=srv.password.reveal() if srv.password is not None else None,
         lan_without_password=bool(open_without_password(srv)),
     )
+    app[streams.STREAM_INFO] = _stream_info(app)
+    app.router.add_get("/api/health", _health)
     return app

@@ -1,7 +1,12 @@
 """Settings: frozen dataclasses read from one TOML file, each key overridable by environment.
 
-Each section is a dataclass; each field is a key. The loader is generic, driven by the field's
-type and metadata, so adding a key is adding a field. For a key ``port`` in section ``server``:
+Each section is a frozen dataclass and each field a key. Sections that configure a package are
+that package's own options (``[record]`` is ``bridge.record.options.RecordOptions``, the very
+object the recorder takes); the rest are defined here. The loader is generic, driven by each
+field's type and metadata (``bridge.options``: ``bounds``, and ``INTERNAL`` for tuning values
+that are not keys), so adding a key is adding a field, and its line in bridge.example.toml.
+This module imports only the packages' options modules, never code that runs. For a key
+``port`` in section ``server``:
 
 - TOML: ``[server]`` ``port = 8554``
 - env:  ``SKYBELL_BRIDGE_SERVER_PORT=8554`` (wins over the file)
@@ -27,7 +32,14 @@ from typing import Any, Literal
 
 from bridge.automation.rules import Rule, parse_rules
 from bridge.errors import ConfigError
+from bridge.events.options import EventOptions
+from bridge.hls.options import HlsOptions
+from bridge.media.options import StreamOptions
+from bridge.mjpeg.options import MjpegOptions
+from bridge.options import bounds, config_fields
+from bridge.record.options import RecordOptions, S3Options
 from bridge.redact import Secret
+from bridge.webrtc.options import WebRtcOptions
 
 __all__ = ["ENV_CONFIG", "ENV_PREFIX", "Settings", "load_settings"]
 
@@ -41,16 +53,6 @@ RtspAuth = Literal["digest", "basic", "any"]
 RtspAudio = Literal["aac", "passthrough"]
 
 
-def _range(lo: float, hi: float | None = None) -> dict[str, Any]:
-    return {"range": (lo, hi)}
-
-
-# Upper bounds for keys with no natural one: far beyond any real use, and small enough that
-# arithmetic on them (timedelta, bytes) never overflows.
-_CENTURY_DAYS = 36_500
-_MAX_GB = 1_000_000  # a petabyte
-
-
 @dataclass(frozen=True)
 class SkyBellSettings:
     """How to reach and authenticate to the SkyBell cloud."""
@@ -62,7 +64,7 @@ class SkyBellSettings:
     # Sent as x-skybell-app with JWT auth; the cloud may refuse requests without it.
     app_version: str = "2.9.1"
     # Longer than the cloud's own 30 s device wait, so a 599 arrives before we give up.
-    timeout: float = field(default=35.0, metadata=_range(1, 300))
+    timeout: float = field(default=35.0, metadata=bounds(1, 300))
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,9 @@ class ServerSettings:
     """Where the bridge listens, and who may use it."""
 
     host: str = "127.0.0.1"
-    port: int = field(default=1984, metadata=_range(0, 65535))
+    port: int = field(default=1984, metadata=bounds(0, 65535))
     rtsp_host: str = "127.0.0.1"
-    rtsp_port: int = field(default=8554, metadata=_range(0, 65535))
+    rtsp_port: int = field(default=8554, metadata=bounds(0, 65535))
     username: str = ""
     password: Secret | None = None
     # "any" offers Digest and Basic; some NVRs only speak one of them.
@@ -90,79 +92,11 @@ class ServerSettings:
     trusted_proxies: str = ""
     # Connection limits shared by HTTP and RTSP: a client that has not sent a whole request (or
     # authenticated) within header_timeout is closed; caps overall and per client address.
-    header_timeout: float = field(default=10.0, metadata=_range(1, 300))
-    max_connections: int = field(default=512, metadata=_range(8, 100_000))
-    max_connections_per_client: int = field(default=64, metadata=_range(1, 100_000))
+    header_timeout: float = field(default=10.0, metadata=bounds(1, 300))
+    max_connections: int = field(default=512, metadata=bounds(8, 100_000))
+    max_connections_per_client: int = field(default=64, metadata=bounds(1, 100_000))
     # UDP transport sessions one RTSP connection may set up (each holds two sockets).
-    rtsp_max_udp_sessions: int = field(default=4, metadata=_range(1, 64))
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """How live sessions start, stop and buffer."""
-
-    # Stop the cloud live call this long after the last viewer leaves: it spares the doorbell's
-    # battery, and a viewer coming back within the window joins without a new call.
-    idle_timeout: float = field(default=30.0, metadata=_range(1, 3600))
-    # No media for this long after asking for a live call means the session is dead and is
-    # reconnected.
-    media_timeout: float = field(default=10.0, metadata=_range(2, 120))
-    # Once media flows, this much silence means the doorbell has gone without a word (a live one
-    # sends many packets a second); it is reconnected at once rather than after media_timeout.
-    silence_timeout: float = field(default=2.0, metadata=_range(0.5, 120))
-    # Seconds of encoded media kept per stream: new viewers start from its last keyframe and
-    # recordings take their pre-roll from it, so it must exceed the longest pre-roll plus a GOP.
-    buffer_seconds: float = field(default=12.0, metadata=_range(2, 120))
-    # Most doorbells (libwebrtc) send a keyframe only when asked. While pre-roll is wanted (a
-    # live stream whose events are recorded with pre-roll, or one kept warm) the bridge asks
-    # every this many seconds, so clips start within this much of the pre-roll asked for;
-    # otherwise it asks only when a consumer needs a picture, sparing the doorbell's uplink.
-    keyframe_interval: float = field(default=2.0, metadata=_range(0.5, 30))
-    # A byte cap on that buffer too, whatever the bitrate and keyframe spacing.
-    buffer_mb: int = field(default=64, metadata=_range(4, 1024))
-    # Comma-separated addresses WebRTC may offer as host candidates (empty: every interface).
-    # "127.0.0.1" keeps media on loopback, for a doorbell simulated on this machine.
-    ice_host_addresses: str = ""
-
-
-@dataclass(frozen=True)
-class HlsSettings:
-    """HLS and LL-HLS packaging."""
-
-    # Packaging stops this long after the last playlist or segment request.
-    idle_timeout: float = field(default=30.0, metadata=_range(5, 3600))
-    # Segments are cut at the keyframe nearest this; players start about three segments back.
-    segment_target: float = field(default=2.0, metadata=_range(0.5, 10))
-    # LL-HLS partial segments; Apple suggests 0.2-0.33 s (at most half a segment).
-    part_target: float = field(default=0.3, metadata=_range(0.1, 2))
-    # Segments kept in memory for the playlist.
-    window: int = field(default=7, metadata=_range(3, 30))
-
-
-@dataclass(frozen=True)
-class MjpegSettings:
-    """MJPEG streams and JPEG snapshots (the only outputs that decode video)."""
-
-    # Caps; a viewer may ask for less with ?fps= and ?width=.
-    fps: float = field(default=10.0, metadata=_range(0.2, 30))
-    width: int = field(default=1280, metadata=_range(16, 7680))
-    # ffmpeg's -q:v scale: 2 is best, 31 worst.
-    quality: int = field(default=5, metadata=_range(2, 31))
-    # A snapshot decoded within this many seconds is served again instead of decoding anew.
-    snapshot_max_age: float = field(default=2.0, metadata=_range(0, 60))
-    # How long a snapshot waits for live video before falling back to the cloud's picture.
-    snapshot_timeout: float = field(default=10.0, metadata=_range(1, 60))
-
-
-@dataclass(frozen=True)
-class WebRtcSettings:
-    """WebRTC to browsers."""
-
-    # Each browser costs a few % of a core and a share of the doorbell's uplink.
-    max_sessions: int = field(default=10, metadata=_range(1, 100))
-    # Comma-separated addresses offered to browsers as host candidates (empty: every
-    # interface). Separate from streams.ice_host_addresses, which is the doorbell side's.
-    ice_host_addresses: str = ""
+    rtsp_max_udp_sessions: int = field(default=4, metadata=bounds(1, 64))
 
 
 @dataclass(frozen=True)
@@ -173,93 +107,13 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
-class EventSettings:
-    """Where doorbell events come from: SkyBell webhooks, the local UDP broadcast, polling."""
-
-    # The webhook refuses every call until a secret is set; `triggers add` sends it to SkyBell.
-    webhook_secret: Secret | None = None
-    webhook_header: str = "X-Skybell-Bridge-Secret"
-    webhook_max_bytes: int = field(default=65536, metadata=_range(1024, 1 << 20))
-    # The doorbell's UDP broadcast only reaches a bridge on its LAN, hence off by default.
-    udp_enabled: bool = False
-    udp_host: str = "0.0.0.0"
-    udp_port: int = field(default=5000, metadata=_range(1, 65535))
-    udp_button_token: str = ""  # empty: the token from SkyBell's documentation
-    udp_motion_token: str = ""
-    # Polling the activity list is the fallback that always works, a few seconds late.
-    poll_enabled: bool = True
-    poll_interval: float = field(default=10.0, metadata=_range(1, 3600))
-    poll_max_backoff: float = field(default=300.0, metadata=_range(1, 3600))
-    poll_backfill: float = field(default=0.0, metadata=_range(0, 30 * 86400))
-    # Reports of one press from several sources within this window are one event.
-    dedup_window: float = field(default=5.0, metadata=_range(0, 60))
-    log_max_age_days: float = field(default=30.0, metadata=_range(0, _CENTURY_DAYS))
-    log_max_rows: int = field(default=100_000, metadata=_range(100, 100_000_000))
-
-
-@dataclass(frozen=True)
-class RecordDeviceSettings:
-    """One doorbell's overrides of [record] (unset keys keep the global value)."""
-
-    preroll: float | None = field(default=None, metadata=_range(0, 60))
-    postroll: float | None = field(default=None, metadata=_range(0, 600))
-    max_length: float | None = field(default=None, metadata=_range(1, 3600))
-    record_motion: bool | None = None
-    keep_warm: bool | None = None
-    audio: bool | None = None
-    max_gb: float | None = field(default=None, metadata=_range(0, _MAX_GB))
-    max_age_days: float | None = field(default=None, metadata=_range(0, _CENTURY_DAYS))
-
-
-@dataclass(frozen=True)
-class RecordSettings:
-    """Event clips: how they are cut and how much of them is kept."""
-
-    # Seconds before the event, taken from the stream's buffer; only there when the live
-    # session was already running (see keep_warm).
-    preroll: float = field(default=5.0, metadata=_range(0, 60))
-    postroll: float = field(default=10.0, metadata=_range(0, 600))
-    max_length: float = field(default=120.0, metadata=_range(1, 3600))
-    record_motion: bool = True
-    # Keep every doorbell's live session open so events always have pre-roll. This holds the
-    # doorbell's camera and radio on and a cloud session open around the clock: it drains a
-    # battery doorbell in days. Leave it off unless the doorbell is wired.
-    keep_warm: bool = False
-    audio: bool = True
-    # At most 10 TB: more is a value given in bytes or KB by mistake (and `serve` also refuses
-    # more than the disk holding the clips), which would refuse every clip as "storage full".
-    min_free_mb: int = field(default=1024, metadata=_range(0, 10_000_000))
-    max_total_gb: float | None = field(default=None, metadata=_range(0, _MAX_GB))
-    max_age_days: float | None = field(default=None, metadata=_range(0, _CENTURY_DAYS))
-    # Per-doorbell overrides: [record.devices.front-door] preroll = 8.0
-    devices: dict[str, RecordDeviceSettings] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ArchiveSettings:
     """Downloading SkyBell's own recordings into the clips folder."""
 
     # Also on a vready event (the cloud finished a recording), whatever the interval.
     enabled: bool = False
-    sync_interval: float = field(default=900.0, metadata=_range(60, 86400))
-    since_days: float = field(default=1.0, metadata=_range(0.01, 90))  # each sync looks back
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """Uploading clips and thumbnails to S3 (or any S3-compatible store).
-
-    Credentials come from boto3's usual sources (AWS_* variables, ~/.aws, instance roles),
-    never from this file.
-    """
-
-    enabled: bool = False
-    bucket: str = ""
-    prefix: str = ""
-    endpoint_url: str = ""  # empty: AWS; set it for MinIO, Backblaze, Wasabi...
-    region: str = ""
-    delete_local: bool = False  # keep only the S3 copy once uploaded (the index row stays)
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    sync_interval: float = field(default=900.0, metadata=bounds(60, 86400))
+    since_days: float = field(default=1.0, metadata=bounds(0.01, 90))  # each sync looks back
 
 
 @dataclass(frozen=True)
@@ -270,7 +124,7 @@ class SwitchBotSettings:
     secret: Secret | None = None
     api_url: str = "https://api.switch-bot.com"
     # SwitchBot allows 10,000 calls a day per token; other apps on the token share it.
-    daily_limit: int = field(default=10_000, metadata=_range(1, 1_000_000))
+    daily_limit: int = field(default=10_000, metadata=bounds(1, 1_000_000))
     # Where the day's call count is kept across restarts (default: beside the clips index).
     budget_path: Path | None = None
 
@@ -294,15 +148,15 @@ class Settings:
 
     skybell: SkyBellSettings = field(default_factory=SkyBellSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
-    streams: StreamSettings = field(default_factory=StreamSettings)
-    hls: HlsSettings = field(default_factory=HlsSettings)
-    mjpeg: MjpegSettings = field(default_factory=MjpegSettings)
-    webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
+    streams: StreamOptions = field(default_factory=StreamOptions)
+    hls: HlsOptions = field(default_factory=HlsOptions)
+    mjpeg: MjpegOptions = field(default_factory=MjpegOptions)
+    webrtc: WebRtcOptions = field(default_factory=WebRtcOptions)
     storage: StorageSettings = field(default_factory=StorageSettings)
-    events: EventSettings = field(default_factory=EventSettings)
-    record: RecordSettings = field(default_factory=RecordSettings)
+    events: EventOptions = field(default_factory=EventOptions)
+    record: RecordOptions = field(default_factory=RecordOptions)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
-    s3: S3Settings = field(default_factory=S3Settings)
+    s3: S3Options = field(default_factory=S3Options)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     # [[rules]] tables: events -> actions (see bridge.automation.rules); TOML only.
     rules: tuple[Rule, ...] = ()
@@ -364,7 +218,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _load_section(section: str, cls: type[Any], raw: dict[str, Any], env: Mapping[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in config_fields(cls)}
     for key in raw:
         base = key.removesuffix("_file")
         if key not in fields and not (base in fields and _is_secret(hints[base])):
@@ -415,12 +269,14 @@ def _is_secret(typ: Any) -> bool:
 
 
 def _read_secret_file(key: str, path: str) -> str:
+    # A path with a newline or other control character is shown quoted: the error stays one line.
+    shown = path if path.isprintable() else repr(path)
     try:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as err:
-        raise ConfigError(key, f"secret file {path} cannot be read: {err.strerror}") from None
+        raise ConfigError(key, f"secret file {shown} cannot be read: {err.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(key, f"secret file {path} is not UTF-8 text") from None
+        raise ConfigError(key, f"secret file {shown} is not UTF-8 text") from None
 
 
 def _convert(key: str, typ: Any, value: Any, origin: str, meta: Mapping[str, Any]) -> Any:

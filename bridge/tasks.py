@@ -26,9 +26,17 @@ class TaskSet:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def cancel_all(self) -> None:
-        """Cancel every task and wait for them to finish unwinding."""
-        tasks = list(self._tasks)
+    async def join(self) -> None:
+        """Wait until every task has finished, including any started meanwhile."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def cancel_all(self, grace: float = 0.0) -> None:
+        """Give the tasks ``grace`` seconds to finish, then cancel the rest and wait for them
+        to finish unwinding."""
+        tasks = set(self._tasks)
+        if grace > 0 and tasks:
+            _, tasks = await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

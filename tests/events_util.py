@@ -40,10 +40,10 @@ async def wire_events(
         udp_port=0,
         poll_interval=0.2,
     )
-    service = EventService(client, devices, options, log_path=log_path)
     app = web.Application()
-    event_routes.setup(app, service, keepalive=1.0)
-    bridge = await aiohttp_client(app)
+    event_routes.setup(app, options, client, devices=devices, log_path=log_path, keepalive=1.0)
+    bridge = await aiohttp_client(app)  # the app's start makes and starts the service
+    service = app[event_routes.EVENTS]
     await add_webhook_triggers(
         client, devices, str(bridge.make_url(WEBHOOK_PATH)), secret=Secret(secret)
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +14,7 @@ from typing import Any
 import av
 import numpy as np
 
+from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.media.hub import Hub, Session, Stream
 from bridge.media.packet import MediaPacket
 
@@ -72,19 +72,23 @@ def g711_audio(seconds: float = 1.0) -> tuple[MediaPacket, ...]:
 
 
 class LiveSession:
-    """A fake doorbell: loops real video and G.711 audio at wall-clock pace, with RTP-like
-    timestamps from random origins, for ``duration`` seconds (or until closed)."""
+    """A fake doorbell: loops real video and G.711 audio at the pace of ``clock`` (real time
+    unless a test passes a virtual clock), with RTP-like timestamps from random origins, for
+    ``duration`` seconds (or until closed)."""
 
-    def __init__(self, duration: float | None = None, audio: bool = True) -> None:
+    def __init__(
+        self, duration: float | None = None, audio: bool = True, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.duration = duration
         self.audio = audio
+        self.clock = clock
         self.sent_video: list[tuple[float, MediaPacket]] = []  # (wall time sent, packet)
         self.closed = False
 
     async def packets(self) -> AsyncIterator[MediaPacket]:
         video, audio = noisy_video(), g711_audio()
         v0, a0 = random.randrange(1 << 32), random.randrange(1 << 32)
-        start = time.monotonic()
+        start = self.clock.now()
         vi = ai = 0
         while not self.closed:
             vt = vi / FPS
@@ -92,8 +96,8 @@ class LiveSession:
             t = min(vt, at)
             if self.duration is not None and t >= self.duration:
                 return
-            await asyncio.sleep(max(0.0, start + t - time.monotonic()))
-            now = time.monotonic()
+            await self.clock.sleep(max(0.0, start + t - self.clock.now()))
+            now = self.clock.now()
             if vt <= at:
                 src = video[vi % len(video)]
                 pts = (v0 + vi * 90000 // FPS) % (1 << 32)
@@ -121,16 +125,17 @@ class Connector:
     durations: list[float | None] = field(default_factory=list)
     audio: bool = True
     made: list[LiveSession] = field(default_factory=list)
+    clock: Clock = SYSTEM_CLOCK  # the sessions' and make_stream's hub's
 
     async def __call__(self) -> Session:
         duration = self.durations.pop(0) if self.durations else None
-        session = LiveSession(duration, self.audio)
+        session = LiveSession(duration, self.audio, self.clock)
         self.made.append(session)
         return session
 
 
 def make_stream(connector: Connector) -> tuple[Hub, Stream]:
-    hub = Hub(backoff=(0.05, 0.2), idle_timeout=5.0)
+    hub = Hub(backoff=(0.05, 0.2), idle_timeout=5.0, clock=connector.clock)
     return hub, hub.add("dev-1", "front-door", connector)
 
 

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from bridge.redact import Secret
+from bridge.routes.common import DEVICES
 from bridge.sim.world import SimWorld
 from bridge.skybell.triggers import add_webhook_triggers, webhook_url
 
@@ -57,8 +58,7 @@ async def test_a_press_runs_the_scene_once_and_reaches_the_feed(
         SKYBELL_BRIDGE_EVENTS_POLL_INTERVAL="1",
         SKYBELL_BRIDGE_RECORD_RECORD_MOTION="false",
     )
-    assert bridge.parts is not None
-    front = [d for d in bridge.parts.devices if d.slug == "front-door"]
+    front = [d for d in bridge.app[DEVICES] if d.slug == "front-door"]
     await add_webhook_triggers(
         bridge.client, front, webhook_url(bridge.http_url), secret=Secret("hook-secret")
     )

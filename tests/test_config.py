@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import RecordDeviceSettings, Settings, load_settings
+from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
+from bridge.options import config_fields
+from bridge.record.options import DeviceRecordOptions
 from bridge.redact import Secret
 
 
@@ -87,6 +89,9 @@ def test_secrets_hidden_from_repr() -> None:
         ('[skybell]\nemail = "a@b.c"\n', {}, "skybell.password", "go together"),
         ("[skybell]\ntimeout = 0\n", {}, "skybell.timeout", "a number from 1 to 300"),
         ("server = 3\n", {}, "server", "must be a table"),
+        # The ranges of a package's own options (MjpegOptions), checked here once.
+        ("[mjpeg]\nquality = 1\n", {}, "mjpeg.quality", "an integer from 2 to 31, got 1"),
+        ("[mjpeg]\nfps = 0\n", {}, "mjpeg.fps", "a number from 0.2 to 30, got 0"),
     ],
 )
 def test_bad_values_name_the_key(
@@ -124,7 +129,7 @@ def test_example_file_loads_and_names_every_key() -> None:
             assert "# [[rules]]" in text
             continue
         assert f"[{section.name}]" in text
-        for key in dataclasses.fields(hints[section.name]):
+        for key in config_fields(hints[section.name]):
             pattern = rf"^#? ?\[{section.name}\.{key.name}\." if key.name == "devices" else ""
             assert re.search(pattern or rf"^#? ?{key.name}(_file)? = ", text, re.M), (
                 f"{section.name}.{key.name}"
@@ -139,7 +144,8 @@ def _number_keys() -> list[tuple[str, str, type]]:
         if section.name == "rules":
             continue
         cls = hints[section.name]
-        for name, typ in typing.get_type_hints(cls).items():
+        types = typing.get_type_hints(cls)
+        for name, typ in ((f.name, types[f.name]) for f in config_fields(cls)):
             args = set(typing.get_args(typ)) - {type(None)} or {typ}
             for kind in (float, int):
                 if args == {kind}:
@@ -176,10 +182,10 @@ def test_finding_9_every_number_key_has_an_upper_bound() -> None:
     # An open-ended key takes 1e300 and overflows a timer, a date or a byte count later on.
     hints = typing.get_type_hints(Settings)
     sections = [(s, hints[s]) for s, _, _ in _number_keys()] + [
-        ("record.devices.NAME", RecordDeviceSettings)
+        ("record.devices.NAME", DeviceRecordOptions)
     ]
     for section, cls in sections:
-        for f in dataclasses.fields(cls):
+        for f in config_fields(cls):
             if f.type in ("int", "float", "float | None", "int | None"):
                 _, hi = f.metadata.get("range", (None, None))
                 assert hi is not None, f"{section}.{f.name} has no upper bound"

@@ -172,12 +172,17 @@ async def make_rig(
     async def factory(client: SkyBellClient | None = None, **options: Any) -> Rig:
         opts: dict[str, Any] = {"webhook_secret": Secret(SECRET), "poll_enabled": False}
         opts.update(options)
-        service = EventService(
-            client, sim_devices(sim), EventOptions(**opts), log_path=tmp_path / "index.sqlite3"
-        )
         app = web.Application()
-        event_routes.setup(app, service, keepalive=0.2)
-        return Rig(service, await aiohttp_client(app))
+        event_routes.setup(
+            app,
+            EventOptions(**opts),
+            client,
+            devices=sim_devices(sim),
+            log_path=tmp_path / "index.sqlite3",
+            keepalive=0.2,
+        )
+        http = await aiohttp_client(app)  # the app's start makes and starts the service
+        return Rig(app[event_routes.EVENTS], http)
 
     return factory
 
@@ -713,9 +718,10 @@ async def test_sse_feed_delivers_events_and_cleans_up(make_rig: RigFactory) -> N
 async def test_sse_feed_ends_when_the_app_stops(
     sim: SimCloud, aiohttp_server: Callable[..., Awaitable[Any]]
 ) -> None:
-    service = EventService(None, sim_devices(sim), EventOptions(poll_enabled=False))
     app = web.Application()
-    event_routes.setup(app, service, keepalive=30)
+    event_routes.setup(
+        app, EventOptions(poll_enabled=False), None, devices=sim_devices(sim), keepalive=30
+    )
     server = await aiohttp_server(app)
     async with aiohttp.ClientSession() as http:
         resp = await http.get(server.make_url("/api/events/stream"))

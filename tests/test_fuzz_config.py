@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from bridge.config import ENV_PREFIX, Settings, load_settings
 from bridge.errors import ConfigError
+from bridge.options import config_fields
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -26,7 +27,7 @@ def _keys() -> list[tuple[str, str]]:
         if section.name == "rules":
             continue
         cls = hints[section.name]
-        for f in dataclasses.fields(cls):
+        for f in config_fields(cls):
             if typing.get_origin(typing.get_type_hints(cls)[f.name]) is not dict:
                 out.append((section.name, f.name))
     return out

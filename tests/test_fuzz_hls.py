@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.hls import BadRequest, Segmenter, parse_blocking
+from bridge.hls import BadRequest, HlsOptions, Segmenter, parse_blocking
 from bridge.hls.playlist import check_blocking, reached
 from bridge.routes import hls
 
@@ -141,7 +141,9 @@ def test_fuzz_hls_query_parameters_and_media_urls_through_http() -> None:
         logging.getLogger(name).addHandler(errors)
     try:
         hub, _stream = make_stream(Connector())
-        app = make_app(hub, lambda app: hls.setup(app, segment_target=1.0, part_target=0.25))
+        app = make_app(
+            hub, lambda app: hls.setup(app, HlsOptions(segment_target=1.0, part_target=0.25))
+        )
         server = TestServer(app)
         loop.run_until_complete(server.start_server())
         http = loop.run_until_complete(_client())

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from bridge.hls import BadRequest, Segmenter
+from bridge.hls import BadRequest, HlsOptions, Segmenter
 from bridge.hls.playlist import Uris, check_blocking, media_playlist, reached
 from bridge.media.hub import Hub, Stream
 from bridge.routes import hls
@@ -88,7 +88,7 @@ async def make_rig(
     async def factory(connector: Connector | None = None, **options: Any) -> Rig:
         connector = connector or Connector()
         hub, stream = make_stream(connector)
-        app = make_app(hub, lambda app: hls.setup(app, **options))
+        app = make_app(hub, lambda app: hls.setup(app, HlsOptions(**options)))
         server = await aiohttp_server(app)
         made.append(Rig(server, app, hub, stream, connector, session))
         return made[-1]

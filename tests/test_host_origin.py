@@ -9,6 +9,7 @@ import json
 import aiohttp
 import pytest
 
+from bridge.routes.auth import AUTH_LIMITER
 from bridge.routes.origin import HostPolicy, host_name, same_origin
 from bridge.service import Bridge
 from bridge.skybell.triggers import WEBHOOK_PATH
@@ -110,9 +111,7 @@ async def test_finding_3_bridge_shares_one_limiter_between_http_login_and_rtsp(
     bridge = await make_bridge(
         SKYBELL_BRIDGE_SERVER_USERNAME="admin", SKYBELL_BRIDGE_SERVER_PASSWORD="pw-9753"
     )
-    assert bridge.parts is not None
-    assert bridge.parts.auth_limiter is not None
-    limiter = bridge.parts.auth_limiter
+    limiter = bridge.app[AUTH_LIMITER]
     client = await RawClient.connect(int(bridge.rtsp_url.rstrip("/").rsplit(":", 1)[1]))
     wrong = "Basic " + base64.b64encode(b"admin:guess").decode()
     for _ in range(2):

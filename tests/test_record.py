@@ -1,12 +1,15 @@
-"""The recorder against the live-paced fake doorbell: real H.264, real MP4 files, real SQLite.
+"""The recorder against the fake doorbell: real H.264, real MP4 files, real SQLite.
 
-Clips are kept short (a second or two of pre/post-roll) because the fake doorbell runs at
-wall-clock pace; the full 5 s pre-roll is checked end to end in test_record_live.py.
+The doorbell, the hub and the recorder run on a virtual clock (tests/virtual_clock.py): the
+seconds of pre- and post-roll pass in milliseconds, in the same order every run, while the
+files, threads and SQLite are real. The full 5 s pre-roll on real time is checked end to end
+in test_record_live.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import signal
@@ -23,6 +26,7 @@ import pytest
 from bridge.media.hub import Hub, Session, Stream
 from bridge.media.mp4 import Mp4Writer
 from bridge.media.packet import MediaPacket, extract_sps_pps, iter_nal_units
+from bridge.options import GIB
 from bridge.record import (
     ActiveClip,
     Clip,
@@ -47,6 +51,7 @@ from .fake_doorbell import (
     noisy_video,
     probe,
 )
+from .virtual_clock import VirtualClock
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME = 1 / FPS
@@ -59,28 +64,36 @@ class Rig:
     connector: Connector
     store: ClipStore
     root: Path
+    clock: VirtualClock
     recorders: list[Recorder] = field(default_factory=list)
 
     def recorder(self, **options: Any) -> Recorder:
-        options.setdefault("min_free_bytes", 0)
+        options.setdefault("min_free_mb", 0)
         options.setdefault("reserve_bytes", 0)
-        rec = Recorder(self.hub, self.store, RecordOptions(**options))
+        rec = Recorder(self.hub, self.store, RecordOptions(**options), clock=self.clock)
         self.recorders.append(rec)
         return rec
 
     async def live_for(self, seconds: float) -> Any:
         """A viewer keeps the stream live; returns its subscriber once ``seconds`` have run."""
         viewer = self.stream.subscribe("viewer")
-        await asyncio.sleep(seconds)
+        await self.clock.advance(seconds)
         return viewer
+
+    async def finish(self, rec: Recorder, job: ActiveClip, limit: float = 60.0) -> Clip | None:
+        """The clip's row once it ends: time runs until it stops taking packets, and stops
+        there (what comes next must not see later time) while its file is closed."""
+        await self.clock.run_until(lambda: job not in rec.active(), limit=limit)
+        return await job.wait()
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    connector = Connector()
+    clock = VirtualClock()
+    connector = Connector(clock=clock)
     hub, stream = make_stream(connector)
     store = ClipStore(tmp_path / "clips")
-    made = Rig(hub, stream, connector, store, tmp_path / "clips")
+    made = Rig(hub, stream, connector, store, tmp_path / "clips", clock)
     yield made
     for rec in made.recorders:
         await rec.close()
@@ -117,13 +130,13 @@ def fake_clip(store: ClipStore, device: str, start: float, size: int, **extra: A
     )
 
 
-async def wait_for_row(job: ActiveClip) -> Clip:
+async def wait_for_row(clock: VirtualClock, job: ActiveClip) -> Clip:
     """The clip's index row, once its first keyframe has been written."""
-    for _ in range(200):
-        if job.clip is not None:
-            return job.clip
-        await asyncio.sleep(0.05)
-    raise AssertionError("the clip never started")
+    with contextlib.suppress(TimeoutError):
+        await clock.run_until(lambda: job.clip is not None, limit=10.0)
+    if job.clip is None:
+        raise AssertionError("the clip never started")
+    return job.clip
 
 
 # -- clips from events ---------------------------------------------------------------------------
@@ -133,10 +146,10 @@ async def test_event_clip_has_preroll_postroll_and_thumbnail(rig: Rig) -> None:
     rec = rig.recorder(preroll=1.5, postroll=1.0)
     assert await rec.start() == []
     viewer = await rig.live_for(2.8)
-    triggered = time.time()
+    triggered = rig.clock.wall()
     job = await rec.trigger("front-door", "motion", activity_id="act-1")
     assert job is not None
-    clip = await job.wait()
+    clip = await rig.finish(rec, job)
     viewer.close()
     assert clip is not None
     assert clip.state == "done", clip
@@ -174,12 +187,12 @@ async def test_second_event_extends_the_clip_and_clips_never_overlap(rig: Rig) -
     await rec.start()
     viewer = await rig.live_for(1.5)
     first = await rec.trigger("front-door", "motion")
-    await asyncio.sleep(0.7)
+    await rig.clock.advance(0.7)
     again = await rec.trigger(rig.stream, "doorbell")
     assert again is first
     assert first is not None
     assert first.events == 2
-    one = await first.wait()
+    one = await rig.finish(rec, first)
     assert one is not None
     assert one.duration >= one.preroll + 0.7 + 0.8 - 0.15
     assert one.event == "motion"
@@ -187,7 +200,7 @@ async def test_second_event_extends_the_clip_and_clips_never_overlap(rig: Rig) -
     second = await rec.trigger("front-door", "doorbell")
     assert second is not None
     assert second is not first
-    two = await second.wait()
+    two = await rig.finish(rec, second)
     viewer.close()
     assert two is not None
     assert two.path != one.path
@@ -208,7 +221,7 @@ async def test_cold_stream_records_from_first_keyframe(rig: Rig) -> None:
     assert await rig.store.query() == ClipPage([], None)
     job = await rec.trigger("dev-1", "doorbell")  # by device id
     assert job is not None
-    clip = await job.wait()
+    clip = await rig.finish(rec, job)
     assert clip is not None
     assert clip.state == "done"
     # Nothing was buffered (the first trigger only just woke the stream): no pre-roll to speak
@@ -233,16 +246,16 @@ class BareKeyframes(LiveSession):
 
 async def test_keyframe_without_parameter_sets_still_starts_a_playable_clip(rig: Rig) -> None:
     async def connect() -> Session:
-        return BareKeyframes()
+        return BareKeyframes(clock=rig.clock)
 
     stream = rig.hub.add("dev-2", "side-door", connect)
     rec = rig.recorder(preroll=0.0, postroll=0.5)
     with stream.subscribe("viewer"):
-        await asyncio.sleep(1.5)  # past the first GOP: the cached one has no SPS/PPS
+        await rig.clock.advance(1.5)  # past the first GOP: the cached one has no SPS/PPS
         assert extract_sps_pps(stream.preroll(0.0)[0].data) == (None, None)
         job = await rec.trigger("side-door", "doorbell")
         assert job is not None
-        clip = await job.wait()
+        clip = await rig.finish(rec, job)
     assert clip is not None
     frames = frames_of(rig.store.file_of(clip))
     assert frames[0].key_frame
@@ -260,7 +273,7 @@ async def test_manual_recording_and_motion_switch(rig: Rig) -> None:
     viewer = await rig.live_for(1.0)
     assert await rec.trigger("front-door", "motion") is None  # motion is not recorded
     job = await rec.start_manual("front-door")
-    await asyncio.sleep(1.2)  # longer than any post-roll: a manual clip waits for stop()
+    await rig.clock.advance(1.2)  # longer than any post-roll: a manual clip waits for stop()
     assert rec.active() == [job]
     assert job.as_dict()["manual"] is True
     with pytest.raises(ClipBusy):
@@ -281,12 +294,12 @@ async def test_manual_recording_and_motion_switch(rig: Rig) -> None:
 async def test_keep_warm_gives_preroll_without_viewers(rig: Rig) -> None:
     rec = rig.recorder(preroll=1.0, postroll=0.3, keep_warm=True)
     await rec.start()
-    await asyncio.sleep(2.2)
+    await rig.clock.advance(2.2)
     assert rig.stream.state == "live"
     assert not rig.stream.subscribers
     job = await rec.trigger("front-door", "doorbell")
     assert job is not None
-    clip = await job.wait()
+    clip = await rig.finish(rec, job)
     assert clip is not None
     assert clip.preroll >= 1.0
 
@@ -297,16 +310,21 @@ RECORD_FOREVER = """
 import asyncio, sys
 from bridge.record import ClipStore, Recorder, RecordOptions
 from tests.fake_doorbell import Connector, make_stream
+from tests.virtual_clock import VirtualClock
 
 async def main():
-    hub, stream = make_stream(Connector())
+    clock = VirtualClock()
+    hub, stream = make_stream(Connector(clock=clock))
     store = ClipStore(sys.argv[1])
-    options = RecordOptions(preroll=0.5, postroll=60.0, min_free_bytes=0, reserve_bytes=0)
-    rec = Recorder(hub, store, options)
+    options = RecordOptions(preroll=0.5, postroll=60.0, min_free_mb=0, reserve_bytes=0)
+    rec = Recorder(hub, store, options, clock=clock)
     await rec.start()
     viewer = stream.subscribe("viewer")
-    await asyncio.sleep(1.0)
+    await clock.advance(1.0)
     await rec.trigger("front-door", "doorbell")
+    # 4.5 s of video handed to the writer, which writes it out in real time meanwhile; the
+    # clip runs on (60 s of post-roll on a clock that now stands still) until the kill.
+    await clock.advance(4.5)
     print("recording", flush=True)
     await asyncio.sleep(600)
 
@@ -361,16 +379,19 @@ FILL_LIMITED_DISK = """
 import asyncio, json, resource, signal, sys
 from bridge.record import ClipStore, Recorder, RecordOptions
 from tests.fake_doorbell import Connector, make_stream
+from tests.virtual_clock import VirtualClock
 
 async def main():
-    hub, stream = make_stream(Connector())
+    clock = VirtualClock()
+    hub, stream = make_stream(Connector(clock=clock))
     store = ClipStore(sys.argv[1])
     # Any file past 120 kB fails with EFBIG, as a full disk fails with ENOSPC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (120_000, 120_000))
-    options = RecordOptions(preroll=0.0, postroll=30.0, min_free_bytes=0, reserve_bytes=0)
-    rec = Recorder(hub, store, options)
+    options = RecordOptions(preroll=0.0, postroll=30.0, min_free_mb=0, reserve_bytes=0)
+    rec = Recorder(hub, store, options, clock=clock)
     job = await rec.trigger("front-door", "doorbell")
+    await clock.run_until(lambda: not rec.active(), limit=20)  # time stops as the clip ends
     clip = await asyncio.wait_for(job.wait(), 20)
     print(json.dumps({"clip": clip.as_dict(), "live": stream.state}), flush=True)
     await rec.close()
@@ -404,7 +425,7 @@ async def test_write_error_closes_the_clip_as_far_as_it_got(tmp_path: Path) -> N
 
 async def test_full_disk_refuses_recording_and_the_stream_keeps_serving(rig: Rig) -> None:
     old = fake_clip(rig.store, "front-door", time.time() - 3600, 5000)
-    rec = rig.recorder(preroll=0.5, postroll=0.5, min_free_bytes=10**18)
+    rec = rig.recorder(preroll=0.5, postroll=0.5, min_free_mb=10**18 >> 20)
     await rec.start()
     with pytest.raises(StorageFull):
         await rec.trigger("front-door", "doorbell")
@@ -417,26 +438,26 @@ async def test_full_disk_refuses_recording_and_the_stream_keeps_serving(rig: Rig
     assert await rig.store.get(old.id) == old  # deleting it could not have helped: kept
     # The hub keeps serving the other subscriber.
     before = viewer.delivered
-    await asyncio.sleep(0.5)
+    await rig.clock.advance(0.5)
     while viewer.get_nowait() is not None:
         pass
     assert viewer.delivered > before + 5
     assert rig.stream.state == "live"
     viewer.close()
 
-    small = rig.recorder(max_total_bytes=1000, reserve_bytes=32 << 20)
+    small = rig.recorder(max_total_gb=1000 / GIB, reserve_bytes=32 << 20)
     with pytest.raises(StorageFull, match="the limit is 1000"):
         await small.trigger("front-door", "doorbell")
 
 
 async def test_size_limit_reached_while_recording_ends_the_clip(rig: Rig) -> None:
     rec = rig.recorder(
-        preroll=0.0, postroll=20.0, max_total_bytes=100_000, space_check_interval=0.2
+        preroll=0.0, postroll=20.0, max_total_gb=100_000 / GIB, space_check_interval=0.2
     )
     await rec.start()
     job = await rec.trigger("front-door", "doorbell")
     assert job is not None
-    clip = await asyncio.wait_for(job.wait(), 15)
+    clip = await rig.finish(rec, job, limit=15)
     assert clip is not None
     assert clip.state == "done"
     assert "storage full" in clip.note
@@ -461,10 +482,10 @@ async def test_retention_by_size_never_touches_the_clip_being_written(rig: Rig) 
     now = time.time()
     clips = [fake_clip(rig.store, "front-door", now - 500 + i, 1000) for i in range(4)]
     back = fake_clip(rig.store, "back", now - 600, 1000)
-    per_device = rig.recorder(devices={"front-door": DeviceRecordOptions(max_bytes=2500)})
+    per_device = rig.recorder(devices={"front-door": DeviceRecordOptions(max_gb=2500 / GIB)})
     gone = await asyncio.to_thread(per_device.retention.run)
     assert [c.id for c in gone] == [clips[0].id, clips[1].id]  # oldest first
-    total = rig.recorder(max_total_bytes=2000)
+    total = rig.recorder(max_total_gb=2000 / GIB)
     gone = await asyncio.to_thread(total.retention.run)
     assert [c.id for c in gone] == [back.id]  # the oldest left, whichever device
     assert rig.store.usage() == 2000
@@ -473,12 +494,12 @@ async def test_retention_by_size_never_touches_the_clip_being_written(rig: Rig) 
     rec = rig.recorder(preroll=0.0, postroll=1.5)
     job = await rec.trigger("front-door", "doorbell")
     assert job is not None
-    await wait_for_row(job)
-    tiny = rig.recorder(max_total_bytes=1)
+    await wait_for_row(rig.clock, job)
+    tiny = rig.recorder(max_total_gb=1 / GIB)
     gone = await asyncio.to_thread(tiny.retention.run)
     assert {c.id for c in gone} == {clips[2].id, clips[3].id}
     assert [c.state for c in rig.store.index.all()] == ["recording"]
-    clip = await job.wait()
+    clip = await rig.finish(rec, job)
     assert clip is not None
     assert clip.state == "done"
     assert rig.store.file_of(clip).exists()
@@ -491,7 +512,7 @@ async def test_reindex_rebuilds_from_the_folder(rig: Rig, tmp_path: Path) -> Non
     rec = rig.recorder(preroll=0.0, postroll=1.0)
     job = await rec.trigger("front-door", "doorbell", activity_id="act-9")
     assert job is not None
-    recorded = await job.wait()
+    recorded = await rig.finish(rec, job)
     assert recorded is not None
     await rec.close()
     # A clip from elsewhere, without our tags, placed by the layout.

@@ -51,7 +51,7 @@ async def test_clip_holds_the_preroll_by_the_doorbells_own_clock(
         hub = Hub(backoff=(0.05, 0.5))
         stream = hub.add(FRONT, "front-door", connect)
         store = ClipStore(tmp_path / "clips")
-        options = RecordOptions(preroll=5.0, postroll=2.0, min_free_bytes=0, reserve_bytes=0)
+        options = RecordOptions(preroll=5.0, postroll=2.0, min_free_mb=0, reserve_bytes=0)
         recorder = Recorder(hub, store, options)
         await recorder.start()
         try:

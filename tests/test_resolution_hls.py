@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from bridge.hls import HlsOptions
 from bridge.media.hub import Hub, Stream
 from bridge.routes import hls
 
@@ -66,7 +67,7 @@ async def rig(
     hub, stream = changing_stream(ChangingConnector())
 
     def wire(app: web.Application) -> None:
-        hls.setup(app, **OPTIONS)
+        hls.setup(app, HlsOptions(**OPTIONS))
         # The page's scripts, for the MSE player test: the player module as the page loads it.
         app.router.add_static("/js", WEB / "js")
         app.router.add_get("/", _player_page)

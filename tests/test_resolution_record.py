@@ -31,7 +31,7 @@ from .web_util import (  # noqa: F401 - browser_fixture is a fixture
 async def recorded(tmp_path: Path) -> AsyncIterator[tuple[Clip, Path]]:
     hub, stream = changing_stream(ChangingConnector(sparse=True))
     store = ClipStore(tmp_path / "clips")
-    recorder = Recorder(hub, store, RecordOptions(min_free_bytes=0, reserve_bytes=0))
+    recorder = Recorder(hub, store, RecordOptions(min_free_mb=0, reserve_bytes=0))
     await recorder.start()
     try:
         clip = await _record(recorder, hub, stream)

@@ -16,6 +16,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from bridge.media.mp4 import Mp4Writer
+from bridge.options import GIB
 from bridge.record import Clip, ClipStore, RecordOptions, Retention
 from bridge.record.s3 import S3Options, S3Uploader
 
@@ -211,7 +212,7 @@ async def test_delete_local_keeps_the_row_and_serves_through_a_presigned_url(rig
     assert clip.thumbnail is not None
     video, thumb = rig.store.file_of(clip), rig.store.resolve(clip.thumbnail)
     original = video.read_bytes()
-    uploader = rig.uploader(delete_local_after_upload=True)
+    uploader = rig.uploader(delete_local=True)
     await uploader.start()
     await uploader.drain()
     assert not video.exists()
@@ -242,7 +243,7 @@ async def test_delete_local_keeps_the_row_and_serves_through_a_presigned_url(rig
 
     # A clip kept only in S3 is neither "missing" to a reindex nor room to win for retention.
     await rig.store.reindex()
-    strict = RecordOptions(max_total_bytes=1, max_age_days=0.0001, min_free_bytes=0)
+    strict = RecordOptions(max_total_gb=1 / GIB, max_age_days=0.0001, min_free_mb=0)
     await asyncio.to_thread(Retention(rig.store, strict).run)
     assert rig.store.index.get(clip.id) is not None
 
@@ -313,8 +314,13 @@ async def test_a_vanished_file_is_abandoned_and_an_unknown_bucket_waits(
     assert "S3 uploads back" in caplog.text
 
 
-def test_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="bucket"):
-        S3Options(bucket="")
+def test_options_are_checked(tmp_path: Path) -> None:
+    # [s3] without a bucket is the loader's ConfigError when enabled; the uploader needs one.
+    store = ClipStore(tmp_path)
+    try:
+        with pytest.raises(ValueError, match="bucket"):
+            S3Uploader(store, S3Options(bucket=""))
+    finally:
+        store.close()
     assert S3Options(bucket="b", prefix="").key_for("a/b.mp4") == "a/b.mp4"
     assert S3Options(bucket="b", prefix="/x/y/").key_for("a/b.mp4") == "x/y/a/b.mp4"

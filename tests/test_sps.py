@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.hls import Segmenter
+from bridge.hls import HlsOptions, Segmenter
 from bridge.media.packet import MediaPacket, extract_sps_pps
 from bridge.media.sps import MAX_SIDE, ParameterSetTracker, parse_sps
 from bridge.rtsp import RtspServer
@@ -197,7 +197,9 @@ async def test_rtsp_and_hls_with_a_zero_width_sps_answer_clearly(
     hub, stream = changing_stream(BadConnector())
     server = RtspServer(hub.get, host="127.0.0.1", port=0)
     await server.start()
-    app = make_app(hub, lambda app: hls.setup(app, segment_target=1.0, part_target=0.25))
+    app = make_app(
+        hub, lambda app: hls.setup(app, HlsOptions(segment_target=1.0, part_target=0.25))
+    )
     http_server: TestServer = await aiohttp_server(app)  # type: ignore[operator]
     try:
         # RTSP passes the bitstream through: the track is described, just without its size.

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from bridge.redact import Secret
 from bridge.routes import web as web_page
 from bridge.routes.auth import SessionStore, basic_auth_middleware
+from bridge.routes.common import DEVICES
 from bridge.service import Bridge
 from bridge.sim.world import SimWorld
 from bridge.skybell.triggers import WEBHOOK_PATH, add_webhook_triggers
@@ -230,10 +231,9 @@ async def test_doorbell_press_shows_the_banner_at_once(
         '[[rules]]\nname = "porch light"\non = ["doorbell"]\ndo = [{ scene = "Porch light on" }]\n'
     )
     bridge = await make_bridge(rule, SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET="hook-secret")
-    assert bridge.parts is not None
     await add_webhook_triggers(
         bridge.client,
-        bridge.parts.devices,
+        bridge.app[DEVICES],
         bridge.http_url + WEBHOOK_PATH.lstrip("/"),
         secret=Secret("hook-secret"),
     )

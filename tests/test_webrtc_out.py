@@ -19,7 +19,7 @@ from bridge.media import aiortc_patch
 from bridge.media.hub import Hub, Session, Stream
 from bridge.media.packet import MediaPacket, iter_nal_units
 from bridge.routes.webrtc import WEBRTC, setup, stream_stats
-from bridge.webrtc import OfferError, WebRtcOutput
+from bridge.webrtc import OfferError, WebRtcOptions, WebRtcOutput
 from bridge.webrtc.offer import Offer, choose_audio, choose_video, parse_offer
 from bridge.webrtc.tracks import with_parameter_sets
 
@@ -176,7 +176,7 @@ async def make_rig(
     async def factory(connector: Connector | None = None, **options: Any) -> Rig:
         connector = connector or Connector()
         hub, stream = make_stream(connector)
-        app = make_app(hub, lambda app: setup(app, **options))
+        app = make_app(hub, lambda app: setup(app, WebRtcOptions(**options)))
         made.append(Rig(await aiohttp_client(app), hub, stream, connector))
         return made[-1]
 
@@ -323,7 +323,7 @@ async def test_delete_and_a_vanishing_peer_free_the_stream(make_rig: RigFactory)
 
 
 async def test_session_cap_is_a_clear_503(make_rig: RigFactory) -> None:
-    rig = await make_rig(max_sessions_per_stream=1)
+    rig = await make_rig(max_sessions=1)
     await rig.whep(Browser(passthrough=True))
     extra = Browser(passthrough=True)
     rig.browsers.append(extra)

@@ -21,13 +21,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time as dtime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bridge.automation.zones import parse_zone
 from bridge.errors import ConfigError
-from bridge.skybell.events import EVENT_TYPES, Event
+from bridge.skybell.events import EVENT_TYPES
 from bridge.skybell.models import slugify
+
+if TYPE_CHECKING:  # matching reads an event's fields; the config loads rules without the bus
+    from bridge.skybell.events import Event
 
 __all__ = [
     "Action",

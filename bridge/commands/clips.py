@@ -58,7 +58,6 @@ async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     """Download SkyBell's recordings since a time into the clips folder, with progress."""
     from bridge.record import Retention
     from bridge.record.archive import CloudArchive
-    from bridge.service import record_options
 
     store = await asyncio.to_thread(_open_store, settings)
     try:
@@ -66,7 +65,7 @@ async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
             device_ids = None
             if args.device:
                 device_ids = [find_device(await cloud.client.devices(), args.device).id]
-            retention = Retention(store, record_options(settings.record))
+            retention = Retention(store, settings.record)
             archive = CloudArchive(cloud.client, cloud.session, store, retention=retention)
             printer = ProgressPrinter()
             try:
@@ -99,11 +98,10 @@ async def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     """Apply retention now: delete the oldest clips beyond the configured age and size."""
     from bridge.record import Retention
-    from bridge.service import record_options
 
     store = await asyncio.to_thread(_open_store, settings)
     try:
-        deleted = await asyncio.to_thread(Retention(store, record_options(settings.record)).run)
+        deleted = await asyncio.to_thread(Retention(store, settings.record).run)
     finally:
         store.close()
     print(f"deleted {len(deleted)} clip(s), {sum(c.size for c in deleted) / 1e6:.1f} MB")

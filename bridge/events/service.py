@@ -10,54 +10,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bridge.events.bus import EventBus, Published, Subscription
 from bridge.events.log import EventLog
-from bridge.redact import Secret
+from bridge.events.options import EventOptions
 from bridge.skybell.client import SkyBellClient
 from bridge.skybell.directory import DeviceDirectory
 from bridge.skybell.events import Event
 from bridge.skybell.models import Device
 from bridge.skybell.poller import ActivityPoller
-from bridge.skybell.triggers import DEFAULT_HEADER
 from bridge.skybell.udp import TOKENS, UdpListener
 
-__all__ = ["EventOptions", "EventService"]
+__all__ = ["EventService"]
 
 _LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EventOptions:
-    """The ``[events]`` settings, field for field."""
-
-    webhook_secret: Secret | None = None
-    webhook_header: str = DEFAULT_HEADER
-    webhook_max_bytes: int = 65536  # SkyBell's largest payloads (with a preview) are ~25 kB
-    udp_enabled: bool = False
-    udp_host: str = "0.0.0.0"
-    udp_port: int = 5000
-    udp_button_token: str = ""  # empty: the token from SkyBell's documentation
-    udp_motion_token: str = ""
-    poll_enabled: bool = True
-    poll_interval: float = 10.0
-    poll_max_backoff: float = 300.0
-    poll_backfill: float = 0.0  # seconds before start whose activities are still reported
-    dedup_window: float = 5.0
-    log_max_age_days: float = 30.0
-    log_max_rows: int = 100_000
-
-    def udp_tokens(self) -> dict[str, str]:
-        """The token table with any configured overrides."""
-        tokens = dict(TOKENS)
-        for kind, token in (("doorbell", self.udp_button_token), ("motion", self.udp_motion_token)):
-            if token:
-                tokens = {t: k for t, k in tokens.items() if k != kind}
-                tokens[token] = kind
-        return tokens
+def _udp_tokens(options: EventOptions) -> dict[str, str]:
+    """The UDP token table with any configured overrides."""
+    tokens = dict(TOKENS)
+    for kind, token in (
+        ("doorbell", options.udp_button_token),
+        ("motion", options.udp_motion_token),
+    ):
+        if token:
+            tokens = {t: k for t, k in tokens.items() if k != kind}
+            tokens[token] = kind
+    return tokens
 
 
 class EventService:
@@ -90,7 +71,7 @@ class EventService:
                 self.publish,
                 host=options.udp_host,
                 port=options.udp_port,
-                tokens=options.udp_tokens(),
+                tokens=_udp_tokens(options),
             )
         self.poller: ActivityPoller | None = None
         if options.poll_enabled and client is not None:

@@ -11,20 +11,38 @@ internally and rewrites packet timestamps in place, so its output would have to 
 into fragments. The handful of boxes involved is a few hundred lines, costs a few struct.pack
 calls per frame (well under 1 % of a core), and copies each frame's bytes once.
 
-Layout: ``boxes`` (MP4 boxes), ``segmenter`` (packets → segments and parts, synchronous),
-``playlist`` (m3u8 text and the blocking-reload rules), ``packager`` (one shared, idle-stopped
-packager per stream and their registry). The HTTP glue is ``bridge.routes.hls``.
+Layout: ``options`` (the ``[hls]`` settings), ``boxes`` (MP4 boxes), ``segmenter`` (packets →
+segments and parts, synchronous), ``playlist`` (m3u8 text and the blocking-reload rules),
+``packager`` (one shared, idle-stopped packager per stream and their registry). The HTTP glue is
+``bridge.routes.hls``. Exports are imported on first use (``bridge.lazy``).
 """
 
-from .packager import HlsPackager, HlsRegistry, NotAvailable
-from .playlist import BadRequest, parse_blocking
-from .segmenter import Segmenter
+from typing import TYPE_CHECKING
+
+from bridge.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .options import HlsOptions
+    from .packager import HlsPackager, HlsRegistry, NotAvailable
+    from .playlist import BadRequest, parse_blocking
+    from .segmenter import Segmenter
 
 __all__ = [
     "BadRequest",
+    "HlsOptions",
     "HlsPackager",
     "HlsRegistry",
     "NotAvailable",
     "Segmenter",
     "parse_blocking",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        ".options": ("HlsOptions",),
+        ".packager": ("HlsPackager", "HlsRegistry", "NotAvailable"),
+        ".playlist": ("BadRequest", "parse_blocking"),
+        ".segmenter": ("Segmenter",),
+    },
+)

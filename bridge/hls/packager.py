@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bridge.hls.options import HlsOptions
 from bridge.hls.playlist import (
     BadRequest,
     Uris,
@@ -216,13 +217,16 @@ class HlsPackager:
 class HlsRegistry:
     """The packagers, one per stream name, created by the first request and dropped when idle."""
 
-    def __init__(
-        self, *, idle_timeout: float = 30.0, startup_timeout: float = 20.0, **segmenter_options: Any
-    ) -> None:
-        Segmenter(**segmenter_options)  # refuse bad options now, not at the first request
-        self.idle_timeout = idle_timeout
+    def __init__(self, options: HlsOptions | None = None, *, startup_timeout: float = 20.0) -> None:
+        options = options or HlsOptions()
+        self._options: dict[str, Any] = {
+            "segment_target": options.segment_target,
+            "part_target": options.part_target,
+            "window": options.window,
+        }
+        Segmenter(**self._options)  # refuse bad options now, not at the first request
+        self.idle_timeout = options.idle_timeout
         self.startup_timeout = startup_timeout
-        self._options = segmenter_options
         self._packagers: dict[str, HlsPackager] = {}
         self._closing: set[asyncio.Task[None]] = set()
 

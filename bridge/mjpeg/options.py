@@ -1,17 +1,43 @@
-"""Settings of the MJPEG/snapshot output and what one request may ask for within them."""
+"""The ``[mjpeg]`` options, and what one request may ask for within them.
+
+The accepted ranges are the fields' ``bounds``, checked once by the settings loader; ``spec``
+clamps what a viewer asks for into them. Picture sizes are plain arithmetic here, so the
+settings load without PyAV.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bridge.mjpeg.picture import MIN_SIDE, fit_size
+from bridge.options import bounds
 
-__all__ = ["MAX_FPS", "MIN_FPS", "FrameSpec", "MjpegOptions"]
+__all__ = ["MAX_FPS", "MIN_FPS", "MIN_SIDE", "FrameSpec", "MjpegOptions", "fit_size"]
 
 MIN_FPS = 0.2
 MAX_FPS = 30.0
+MIN_SIDE = 16  # the smallest picture side anyone may ask for
+_MAX_WIDTH = 7680
 _MAX_HEIGHT = 4320
+
+
+def _even(value: float) -> int:
+    # 4:2:0 chroma is subsampled by two both ways, so odd sides make encoders pad or refuse.
+    return max(2, int(value) // 2 * 2)
+
+
+def fit_size(
+    src_width: int, src_height: int, max_width: int | None, max_height: int | None
+) -> tuple[int, int]:
+    """The largest even size within the bounds that keeps the source's aspect; never upscales."""
+    scale = 1.0
+    if max_width is not None:
+        scale = min(scale, max_width / src_width)
+    if max_height is not None:
+        scale = min(scale, max_height / src_height)
+    if scale >= 1.0:
+        return _even(src_width), _even(src_height)
+    return _even(src_width * scale), _even(src_height * scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,25 +53,19 @@ class FrameSpec:
         return fit_size(src_width, src_height, self.width, self.height)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MjpegOptions:
-    """Defaults and caps for MJPEG viewers and JPEG snapshots."""
+    """MJPEG streams and JPEG snapshots (the only outputs that decode video)."""
 
-    fps: float = 10.0  # default frame rate of stream.mjpeg; a request may ask for 0.2..30
-    width: int = 1280  # the widest picture served; requests may only ask for smaller
-    quality: int = 5  # JPEG quantizer on ffmpeg's -q:v scale: 2 (best) .. 31 (smallest)
-    snapshot_max_age: float = 2.0  # a decoded picture this recent answers frame.jpeg at once
-    snapshot_timeout: float = 10.0  # wait this long for a live picture, then use the cloud's
-
-    def __post_init__(self) -> None:
-        if not MIN_FPS <= self.fps <= MAX_FPS:
-            raise ValueError(f"mjpeg fps must be within {MIN_FPS:g}..{MAX_FPS:g}")
-        if self.width < MIN_SIDE:
-            raise ValueError(f"mjpeg width must be at least {MIN_SIDE}")
-        if not 2 <= self.quality <= 31:
-            raise ValueError("mjpeg quality must be within 2..31")
-        if not (self.snapshot_max_age >= 0 and self.snapshot_timeout > 0):
-            raise ValueError("snapshot_max_age must be >= 0 and snapshot_timeout > 0")
+    # Caps; a viewer may ask for less with ?fps= and ?width= (fps is stream.mjpeg's default).
+    fps: float = field(default=10.0, metadata=bounds(MIN_FPS, MAX_FPS))
+    width: int = field(default=1280, metadata=bounds(MIN_SIDE, _MAX_WIDTH))
+    # ffmpeg's -q:v scale: 2 is best, 31 worst.
+    quality: int = field(default=5, metadata=bounds(2, 31))
+    # A snapshot decoded within this many seconds is served again instead of decoding anew.
+    snapshot_max_age: float = field(default=2.0, metadata=bounds(0, 60))
+    # How long a snapshot waits for live video before falling back to the cloud's picture.
+    snapshot_timeout: float = field(default=10.0, metadata=bounds(1, 60))
 
     def spec(
         self, fps: float | None = None, width: int | None = None, height: int | None = None

@@ -14,32 +14,13 @@ import av
 import av.error
 
 from bridge.media.packet import NAL_SPS, h264_nal_types
+from bridge.mjpeg.options import fit_size
 
 __all__ = ["H264Decoder", "JpegEncoder", "encode_jpeg", "fit_jpeg", "fit_size"]
 
 _LOGGER = logging.getLogger(__name__)
 
 _START = b"\x00\x00\x00\x01"
-MIN_SIDE = 16  # the smallest picture side anyone may ask for
-
-
-def _even(value: float) -> int:
-    # 4:2:0 chroma is subsampled by two both ways, so odd sides make encoders pad or refuse.
-    return max(2, int(value) // 2 * 2)
-
-
-def fit_size(
-    src_width: int, src_height: int, max_width: int | None, max_height: int | None
-) -> tuple[int, int]:
-    """The largest even size within the bounds that keeps the source's aspect; never upscales."""
-    scale = 1.0
-    if max_width is not None:
-        scale = min(scale, max_width / src_width)
-    if max_height is not None:
-        scale = min(scale, max_height / src_height)
-    if scale >= 1.0:
-        return _even(src_width), _even(src_height)
-    return _even(src_width * scale), _even(src_height * scale)
 
 
 class H264Decoder:

@@ -1,6 +1,6 @@
 """A clip while it is being recorded: its events, its end, and how it is told to stop.
 
-The end is a deadline on the monotonic clock (last event + post-roll, capped at first frame
+The end is a deadline on the stream's monotonic clock (last event + post-roll, capped at first frame
 + max length). A timer closes the clip's hub subscriber when the deadline passes; the capture
 loop then drains what is queued and ends. Extending only moves the deadline: the timer
 re-arms itself when it fires early, so an event costs no timer churn.
@@ -9,9 +9,9 @@ re-arms itself when it fires early, so an event costs no timer churn.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
+from bridge.clock import Clock, Timer
 from bridge.media.buffers import Subscriber
 from bridge.media.hub import Stream
 from bridge.record.index import Clip
@@ -31,6 +31,7 @@ class ActiveClip:
         activity_id: str | None,
         manual: bool,
         now: float,
+        clock: Clock,
     ) -> None:
         self.sub = sub  # the recorder's place on the stream
         self.device_id = stream.device_id
@@ -39,15 +40,16 @@ class ActiveClip:
         self.activity_id = activity_id
         self.manual = manual
         self.events = 1
-        self.triggered = now  # time.monotonic() of the first event
+        self.clock = clock  # the recorder's, which is the stream's
+        self.triggered = now  # clock.now() of the first event
         self.deadline = now  # set by the recorder: last event + post-roll
         self.cap = float("inf")  # first frame + max length
-        self.first_frame: float | None = None  # time.monotonic() arrival of the first frame
+        self.first_frame: float | None = None  # arrival (clock.now()) of the first frame
         self.preroll = 0.0  # seconds of video before the first event, once known
         self.clip: Clip | None = None  # the index row, once the first keyframe arrived
         self._start_timeout = 0.0
         self._ended = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._result: asyncio.Future[Clip | None] = asyncio.get_running_loop().create_future()
         self.thumbnail: asyncio.Future[bool] | None = None  # the JPEG being made
 
@@ -67,12 +69,12 @@ class ActiveClip:
     def end_now(self) -> None:
         """Stop taking packets; the clip is then finished with what it has."""
         self._ended = True
-        self.deadline = self.cap = time.monotonic()
+        self.deadline = self.cap = self.clock.now()
         self._expire()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary for the API."""
-        now = time.monotonic()
+        now = self.clock.now()
         return {
             "device": self.device,
             "device_id": self.device_id,
@@ -98,10 +100,9 @@ class ActiveClip:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        delay = self._effective_deadline() - time.monotonic()
+        delay = self._effective_deadline() - self.clock.now()
         if delay > 0:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(delay, self._expire)
+            self._timer = self.clock.call_later(delay, self._expire)
         else:
             self.sub.close()  # the capture loop drains what is queued, then ends
 

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
-from typing import Any, Protocol
+from typing import Protocol
 
+from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.errors import UnknownDevice
 from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket, extract_sps_pps
@@ -32,6 +32,7 @@ from bridge.record.retention import Retention
 from bridge.record.store import ClipStore
 from bridge.record.thumbnail import thumbnail_from_keyframe
 from bridge.record.writer import ClipWriter
+from bridge.tasks import TaskSet
 
 __all__ = ["MANUAL", "Recorder", "StreamSource"]
 
@@ -58,18 +59,29 @@ class StreamSource(Protocol):
 
 
 class Recorder:
-    """Records event clips from hub streams into a ``ClipStore``."""
+    """Records event clips from hub streams into a ``ClipStore``.
+
+    ``clock`` must be the one the streams run on (``Hub.clock``): pre-roll and clip ends
+    compare it with the packets' arrival stamps.
+    """
 
     def __init__(
-        self, streams: StreamSource, store: ClipStore, options: RecordOptions | None = None
+        self,
+        streams: StreamSource,
+        store: ClipStore,
+        options: RecordOptions | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.streams = streams
+        self.clock = clock
         self.store = store
         self.options = options or RecordOptions()
         self.retention = Retention(store, self.options)
         self._jobs: dict[str, ActiveClip] = {}  # device id -> its clip
         self._floors: dict[str, float] = {}  # device id -> arrival of its last recorded packet
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = TaskSet()  # retention and keep-warm loops: cancelled on close
+        self._clips = TaskSet()  # one capture per clip: finished, never cut, on close
         self._closed = False
 
     # -- public API ----------------------------------------------------------------------------
@@ -77,10 +89,10 @@ class Recorder:
     async def start(self) -> list[Clip]:
         """Recover clips a crash left behind, then start retention and keep-warm tasks."""
         recovered = await self.store.recover()
-        self._spawn(self._retention_loop(), "recorder retention")
+        self._background.spawn(self._retention_loop(), "recorder retention")
         for stream in self.streams.streams:
             if self.options.for_device(stream.device_id, stream.name).keep_warm:
-                self._spawn(self._keep_warm(stream), f"recorder keep-warm {stream.name}")
+                self._background.spawn(self._keep_warm(stream), f"recorder keep-warm {stream.name}")
         return recovered
 
     async def trigger(
@@ -113,10 +125,8 @@ class Recorder:
         self._closed = True
         for job in list(self._jobs.values()):
             job.end_now()
-        for task in list(self._tasks):
-            if task.get_name().startswith("recorder "):
-                task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel_all()
+        await self._clips.join()
 
     # -- starting a clip -----------------------------------------------------------------------
 
@@ -136,7 +146,7 @@ class Recorder:
             return None
         job = self._jobs.get(stream.device_id)
         if job is not None:
-            job.extend(time.monotonic(), opts.postroll, manual=manual, activity_id=activity_id)
+            job.extend(self.clock.now(), opts.postroll, manual=manual, activity_id=activity_id)
             return job
         if self._closed:
             raise RecordError("the recorder is closed")
@@ -147,16 +157,16 @@ class Recorder:
             await asyncio.to_thread(self.retention.make_room, self.options.reserve_bytes)
             job = self._jobs.get(stream.device_id)
             if job is not None:  # another event started one meanwhile
-                job.extend(time.monotonic(), opts.postroll, manual=manual, activity_id=activity_id)
+                job.extend(self.clock.now(), opts.postroll, manual=manual, activity_id=activity_id)
                 return job
         # Subscribe before anything else that awaits, so the backlog is what the ring holds
         # at the event. Never reach into the previous clip.
-        now = time.monotonic()
+        now = self.clock.now()
         preroll = min(opts.preroll, now - self._floors.get(stream.device_id, 0.0))
         sub = stream.subscribe(
             "recorder", preroll=preroll, max_packets=_QUEUE_PACKETS, max_bytes=_QUEUE_BYTES
         )
-        job = ActiveClip(stream, sub, event, activity_id, manual, now)
+        job = ActiveClip(stream, sub, event, activity_id, manual, now, self.clock)
         job.cap = now + opts.max_length + opts.preroll  # until the first frame pins it
         job.deadline = job.cap if manual else now + opts.postroll
         self._jobs[stream.device_id] = job  # claimed before any await: one clip per doorbell
@@ -169,7 +179,7 @@ class Recorder:
             self._drop(job)
             raise
         job._arm(self.options.start_timeout)
-        self._spawn(self._capture(job, stream, opts), f"clip {job.device}")
+        self._clips.spawn(self._capture(job, stream, opts), f"clip {job.device}")
         _LOGGER.info(
             "recording %s: %s (pre-roll up to %.1f s)",
             job.device,
@@ -183,11 +193,6 @@ class Recorder:
         if self._jobs.get(job.device_id) is job:
             del self._jobs[job.device_id]
         job._resolve(None)
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- capturing -----------------------------------------------------------------------------
 
@@ -229,7 +234,7 @@ class Recorder:
         writer: ClipWriter | None = None
         note = ""
         last = 0.0
-        next_check = time.monotonic() + self.options.space_check_interval
+        next_check = self.clock.now() + self.options.space_check_interval
         try:
             async for packet in job.sub:
                 if packet.arrival <= floor:
@@ -247,8 +252,8 @@ class Recorder:
                 if writer.error is not None:
                     note = f"write error: {writer.error}"
                     break
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + self.options.space_check_interval
+                if self.clock.now() >= next_check:
+                    next_check = self.clock.now() + self.options.space_check_interval
                     problem = await asyncio.to_thread(self.retention.check)
                     if problem is not None:
                         note = f"stopped early, storage full: {problem}"
@@ -279,7 +284,7 @@ class Recorder:
             # post-roll from the first picture, or the clip would be only the start-up wait.
             job.deadline = max(job.deadline, key.arrival + opts.postroll)
         job._expire()
-        start = time.time() - (time.monotonic() - key.arrival)
+        start = self.clock.wall() - (self.clock.now() - key.arrival)
         try:
             job.clip = await asyncio.to_thread(self._index_new, job, start)
         except (RecordError, OSError) as err:
@@ -336,7 +341,7 @@ class Recorder:
 
     async def _retention_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.options.retention_interval)
+            await self.clock.sleep(self.options.retention_interval)
             try:
                 await asyncio.to_thread(self.retention.run)
             except Exception:
@@ -347,7 +352,7 @@ class Recorder:
         # and cloud data all day; the README says so next to the option.
         while True:
             stream.keep_warm(60.0)
-            await asyncio.sleep(20.0)
+            await self.clock.sleep(20.0)
 
 
 def _with_parameter_sets(key: MediaPacket, stream: Stream) -> MediaPacket:

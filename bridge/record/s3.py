@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import boto3  # type: ignore[import-untyped]  # boto3 ships no type hints
 import botocore.config
@@ -34,6 +34,7 @@ import botocore.exceptions
 from boto3.exceptions import Boto3Error  # type: ignore[import-untyped]
 
 from bridge.record.errors import RecordError
+from bridge.record.options import S3Options
 from bridge.record.store import ClipStore
 from bridge.redact import redact
 
@@ -42,35 +43,6 @@ __all__ = ["S3Location", "S3Options", "S3Uploader"]
 _LOGGER = logging.getLogger(__name__)
 
 _CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg"}
-
-
-@dataclass(frozen=True)
-class S3Options:
-    """The ``[s3]`` settings; times are seconds."""
-
-    bucket: str
-    prefix: str = ""
-    endpoint_url: str | None = None  # None: AWS; set it for MinIO, Backblaze, Wasabi...
-    region: str | None = None  # None: from the environment / AWS config
-    delete_local_after_upload: bool = False
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"  # "path" for most MinIOs
-    upload_existing: bool = True  # queue every finished clip, not only those enqueue()d
-    backoff: float = 5.0  # first retry delay, doubled per failed attempt
-    max_backoff: float = 3600.0
-    scan_interval: float = 60.0  # how often new finished clips are looked for
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not self.bucket:
-            raise ValueError("bucket must be set")
-        if self.backoff <= 0 or self.max_backoff < self.backoff:
-            raise ValueError("backoff must be > 0 and max_backoff >= backoff")
-
-    def key_for(self, relative: str) -> str:
-        """The object key of a file at ``relative`` in the clips folder."""
-        prefix = self.prefix.strip("/")
-        return f"{prefix}/{relative}" if prefix else relative
 
 
 @dataclass(frozen=True)
@@ -103,6 +75,8 @@ class S3Uploader:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not options.bucket:
+            raise ValueError("bucket must be set")
         self.store = store
         self.options = options
         self._clock = clock
@@ -298,8 +272,8 @@ class S3Uploader:
             s3={"addressing_style": opts.addressing_style},
             signature_version="s3v4",  # presigned URLs too (botocore may pick SigV2 for them)
         )
-        session = boto3.session.Session(region_name=opts.region)
-        return session.client("s3", endpoint_url=opts.endpoint_url, config=config)
+        session = boto3.session.Session(region_name=opts.region or None)
+        return session.client("s3", endpoint_url=opts.endpoint_url or None, config=config)
 
     def _upload(self, job: _Job) -> None:
         try:
@@ -340,7 +314,7 @@ class S3Uploader:
             _LOGGER.info("S3 uploads back")
             self._failing = False
         _LOGGER.info("uploaded clip %s to s3://%s/%s", job.path, self.options.bucket, key)
-        if changed and self.options.delete_local_after_upload:
+        if changed and self.options.delete_local:
             self._delete_local(job, video, thumb)
 
     def _put(self, path: Path, key: str) -> None:

@@ -1,5 +1,6 @@
 """Clips API: list and filter, metadata, video (with HTTP Range for seeking), thumbnail, delete,
-and manual recording (``POST /api/record?src=``).
+and manual recording (``POST /api/record?src=``); and the contexts of what serves them: the clip
+store, the recorder and the optional S3 uploader.
 
 Clips are addressed by their index id only (``[0-9]+`` in the route), never by a path from the
 request, so no URL can name a file outside the clips folder; the store resolves and checks the
@@ -8,8 +9,11 @@ indexed path again before anything is opened.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,11 +24,13 @@ from bridge.record import (
     PathOutsideStore,
     Recorder,
     RecordError,
+    RecordOptions,
+    S3Options,
     StorageFull,
 )
 from bridge.record.index import Clip
 from bridge.record.s3 import S3Uploader
-from bridge.routes.common import error, int_query, path_id, stream_from_query
+from bridge.routes.common import HUB, error, int_query, path_id, stream_from_query
 
 __all__ = ["RECORDER", "STORE", "UPLOADER", "setup"]
 
@@ -166,13 +172,54 @@ async def _recording(request: web.Request) -> web.Response:
 
 
 def setup(
-    app: web.Application, store: ClipStore, recorder: Recorder, uploader: S3Uploader | None = None
+    app: web.Application,
+    options: RecordOptions,
+    s3: S3Options | None = None,
+    *,
+    clips_dir: Path,
 ) -> None:
-    """Add the clips API and manual recording; clips only in S3 redirect there."""
-    app[STORE] = store
-    app[RECORDER] = recorder
-    if uploader is not None:
-        app[UPLOADER] = uploader
+    """The clip store, recorder and (if enabled) S3 uploader contexts, and the clips API.
+
+    Clips only in S3 redirect there. The recorder records the hub's streams, so this comes
+    after ``bridge.routes.streams``.
+    """
+
+    async def store_context(app: web.Application) -> AsyncIterator[None]:
+        store = app[STORE] = await asyncio.to_thread(ClipStore, clips_dir)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(store.close)
+
+    async def recorder_context(app: web.Application) -> AsyncIterator[None]:
+        hub = app[HUB]
+        recorder = app[RECORDER] = Recorder(hub, app[STORE], options)
+        for stream in hub.streams:
+            # Presses (and rules' record actions) are recorded with the device's pre-roll, so
+            # while its stream is live the hub keeps keyframes coming (streams.keyframe_interval).
+            preroll = options.for_device(stream.device_id, stream.name).preroll
+            stream.wants_preroll = preroll > 0
+        try:
+            recovered = await recorder.start()
+            if recovered:
+                _LOGGER.info("recovered %d clip(s) left by an earlier run", len(recovered))
+            yield
+        finally:
+            await recorder.close()  # clips being recorded are finished
+
+    async def uploader_context(app: web.Application) -> AsyncIterator[None]:
+        assert s3 is not None
+        uploader = app[UPLOADER] = S3Uploader(app[STORE], s3)
+        try:
+            await uploader.start()
+            yield
+        finally:
+            await uploader.close()
+
+    app.cleanup_ctx.append(store_context)
+    app.cleanup_ctx.append(recorder_context)
+    if s3 is not None and s3.enabled:
+        app.cleanup_ctx.append(uploader_context)
     app.router.add_get("/api/clips", _list)
     app.router.add_get(r"/api/clips/{id:[0-9]+}", _metadata)
     app.router.add_delete(r"/api/clips/{id:[0-9]+}", _delete)

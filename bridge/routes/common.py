@@ -1,5 +1,6 @@
-"""What every route needs: the hub on the app, finding a stream from ``?src=``, and numbers
-from the URL that are checked before they reach int(), SQLite or datetime."""
+"""What every route needs: the hub and the doorbells on the app, finding a stream from
+``?src=``, and numbers from the URL that are checked before they reach int(), SQLite or
+datetime."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from bridge.media.hub import Hub, Stream
+from bridge.skybell.models import Device
 
 __all__ = [
+    "DEVICES",
     "HUB",
     "MAX_ID",
     "error",
@@ -22,6 +25,8 @@ __all__ = [
 ]
 
 HUB = web.AppKey("hub", Hub)
+# The account's doorbells as listed at start, one hub stream each (``bridge.routes.streams``).
+DEVICES: web.AppKey[list[Device]] = web.AppKey("devices")
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: larger ids raise OverflowError when bound
 # ASCII only: int() also accepts other scripts' digits ("٣"), str.isdigit() even "²" which
 # int() then refuses. The length bound keeps int() of a megabyte of digits off the event loop.

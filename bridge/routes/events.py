@@ -15,14 +15,17 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import web
 
 from bridge.events.bus import EventQueue
+from bridge.events.options import EventOptions
 from bridge.events.service import EventService
-from bridge.routes.common import error, int_query
+from bridge.routes.common import DEVICES, error, int_query
+from bridge.skybell.client import SkyBellClient
 from bridge.skybell.events import (
     EVENT_TYPES,
     Event,
@@ -31,6 +34,7 @@ from bridge.skybell.events import (
     event_from_webhook,
     parse_time,
 )
+from bridge.skybell.models import Device
 from bridge.skybell.triggers import WEBHOOK_PATH
 
 __all__ = ["EVENTS", "WEBHOOK_PATH", "setup"]
@@ -228,11 +232,19 @@ async def _stream(request: web.Request) -> web.StreamResponse:
 
 
 def setup(
-    app: web.Application, service: EventService, *, keepalive: float = 15.0, manage: bool = True
+    app: web.Application,
+    options: EventOptions,
+    client: SkyBellClient | None,
+    *,
+    devices: Iterable[Device] | None = None,
+    log_path: Path | None = None,
+    keepalive: float = 15.0,
 ) -> None:
-    """Add the webhook, ``/api/events`` and ``/api/events/stream``; start/stop ``service`` with
-    the app unless ``manage`` is False (then the caller owns its lifecycle)."""
-    app[EVENTS] = service
+    """The event service's context (``EVENTS``), the webhook, ``/api/events`` and its feed.
+
+    The service lists ``devices``, or else the hub's (``DEVICES``: then this comes after
+    ``bridge.routes.streams``); it keeps its log at ``log_path`` (None: no log).
+    """
     app[_FEEDS] = set[EventQueue]()
     app[_KEEPALIVE] = keepalive
     app[_STRANGERS] = set[str]()
@@ -242,18 +254,21 @@ def setup(
     app.router.add_get("/api/events/stream", _stream)
     app.router.add_get("/api/events/stats", _stats)
 
+    async def service_context(app: web.Application) -> AsyncIterator[None]:
+        known = list(devices) if devices is not None else app[DEVICES]
+        service = app[EVENTS] = EventService(client, known, options, log_path=log_path)
+        try:
+            await service.start()
+            yield
+        finally:
+            # The sources stop, the bus lets the log write what is queued, then the log closes.
+            await service.close()
+
     async def end_feeds(app: web.Application) -> None:
         # Open feeds would hold shutdown for aiohttp's whole grace period.
         feeds: set[EventQueue] = app[_FEEDS]
         for queue in list(feeds):
             queue.close()
 
+    app.cleanup_ctx.append(service_context)
     app.on_shutdown.append(end_feeds)
-    if manage:
-
-        async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-            await service.start()
-            yield
-            await service.close()
-
-        app.cleanup_ctx.append(lifecycle)

@@ -19,11 +19,19 @@ Playlists are ``no-cache``; media is immutable under its URL and cacheable for a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bridge.hls import BadRequest, HlsPackager, HlsRegistry, NotAvailable, parse_blocking
+from bridge.hls import (
+    BadRequest,
+    HlsOptions,
+    HlsPackager,
+    HlsRegistry,
+    NotAvailable,
+    parse_blocking,
+)
 from bridge.routes.common import error, stream_from_query
 
 __all__ = ["HLS", "setup"]
@@ -35,22 +43,18 @@ _NO_CACHE = {"Cache-Control": "no-cache"}
 _CACHEABLE = {"Cache-Control": "public, max-age=60"}
 
 
-def setup(
-    app: web.Application,
-    *,
-    idle_timeout: float = 30.0,
-    segment_target: float = 2.0,
-    part_target: float = 0.3,
-    window: int = 7,
-) -> None:
-    """Add the HLS routes; packagers start on the first request and stop when idle."""
-    registry = HlsRegistry(
-        idle_timeout=idle_timeout,
-        segment_target=segment_target,
-        part_target=part_target,
-        window=window,
-    )
-    app[HLS] = registry
+def setup(app: web.Application, options: HlsOptions | None = None) -> None:
+    """Add the packager registry's context (``HLS``) and the HLS routes; packagers start on
+    the first request and stop when idle, and all of them at the end."""
+
+    async def registry_context(app: web.Application) -> AsyncIterator[None]:
+        registry = app[HLS] = HlsRegistry(options)
+        try:
+            yield
+        finally:
+            await registry.close()
+
+    app.cleanup_ctx.append(registry_context)
     app.router.add_get("/api/stream.m3u8", _multivariant)
     app.router.add_get("/api/hls/live.m3u8", _media_playlist)
     # Numbers are bounded: int() of a huge digit string is slow, then refused.
@@ -58,11 +62,6 @@ def setup(
     app.router.add_get(media + r"init-{version:\d{1,9}}.mp4", _init)
     app.router.add_get(media + r"seg-{msn:\d{1,9}}.m4s", _segment)
     app.router.add_get(media + r"part-{msn:\d{1,9}}.{part:\d{1,9}}.m4s", _part)
-
-    async def close(app: web.Application) -> None:
-        await registry.close()
-
-    app.on_cleanup.append(close)
 
 
 def _src_query(request: web.Request, *, plain: bool = False) -> str:

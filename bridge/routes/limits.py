@@ -9,13 +9,17 @@ connection's protocol and refuses (503, one line, close) or admits it before aio
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from bridge.limits import ConnectionLimiter
+from bridge.limits import ConnectionLimiter, install_accept_error_filter
 
-__all__ = ["LimitedSite", "limits_middleware"]
+__all__ = ["LIMITER", "LimitedSite", "limits_middleware", "setup"]
+
+# The connection caps shared by the HTTP site and RTSP: one budget of descriptors.
+LIMITER = web.AppKey("limiter", ConnectionLimiter)
 
 
 def _refusal(reason: str) -> bytes:
@@ -117,3 +121,18 @@ def limits_middleware(limiter: ConnectionLimiter) -> Middleware:
         return await handler(request)
 
     return proven
+
+
+def setup(app: web.Application, limiter: ConnectionLimiter) -> None:
+    """Keep ``limiter`` on the app (``LIMITER``) and add the context of the accept() filter:
+    running out of descriptors is logged once a minute, not as a traceback per attempt."""
+    app[LIMITER] = limiter
+
+    async def accept_filter(app: web.Application) -> AsyncIterator[None]:
+        uninstall = install_accept_error_filter(asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            uninstall()
+
+    app.cleanup_ctx.append(accept_filter)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -133,16 +134,23 @@ def _client_alive(request: web.Request) -> bool:
 
 
 def setup(app: web.Application, options: MjpegOptions, fallback: Fallback | None = None) -> None:
-    """Add the snapshot and MJPEG routes; ``fallback`` supplies a picture when live fails."""
-    service = MjpegService(options, fallback)
-    app[MJPEG] = service
+    """Add the decoders' context (``MJPEG``) and the snapshot and MJPEG routes; ``fallback``
+    supplies a picture when live fails."""
 
-    async def close(_app: web.Application) -> None:
-        await service.close()
+    async def service_context(app: web.Application) -> AsyncIterator[None]:
+        service = app[MJPEG] = MjpegService(options, fallback)
+        try:
+            yield
+        finally:
+            await service.close()
 
-    # On shutdown, before aiohttp waits for handlers: MJPEG responses never end on their own.
-    app.on_shutdown.append(close)
-    app.on_cleanup.append(close)
+    async def end_viewers(app: web.Application) -> None:
+        # On shutdown, before aiohttp waits for handlers: MJPEG responses never end on their
+        # own. Closing twice is safe; the context closes it again at the end.
+        await app[MJPEG].close()
+
+    app.cleanup_ctx.append(service_context)
+    app.on_shutdown.append(end_viewers)
     app.router.add_get("/api/frame.jpeg", _frame_jpeg)
     # No HEAD: it would start a viewer whose response never ends and never carries a body.
     app.router.add_get("/api/stream.mjpeg", _stream_mjpeg, allow_head=False)

@@ -1,14 +1,23 @@
-"""``/api/streams``: every doorbell stream with its state, viewers and codecs (go2rtc's path)."""
+"""The hub (one stream per doorbell on the account) and ``/api/streams`` (go2rtc's path).
+
+``setup`` adds the routes and the hub's cleanup context: at start it lists the account's
+doorbells and makes a stream for each (``HUB``, ``DEVICES``); at the end it ends every live call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from bridge.media.hub import Stream
-from bridge.routes.common import HUB, error, find_stream, stream_from_query
+from bridge.media.aiortc_patch import parse_host_addresses
+from bridge.media.hub import Connector, Hub, Session, Stream
+from bridge.media.live import open_live_session
+from bridge.media.options import StreamOptions
+from bridge.routes.common import DEVICES, HUB, error, find_stream, stream_from_query
+from bridge.skybell import SkyBellClient
 
 __all__ = ["STREAM_INFO", "setup"]
 
@@ -53,7 +62,43 @@ async def _warm(request: web.Request) -> web.Response:
     return web.json_response(_describe(request.app, stream))
 
 
-def setup(app: web.Application) -> None:
-    """Add ``GET /api/streams`` and ``POST /api/streams/warm?src=&seconds=``."""
+def _connector(
+    client: SkyBellClient, http: aiohttp.ClientSession, device_id: str, options: StreamOptions
+) -> Connector:
+    async def connect() -> Session:
+        # The doorbell-side peer only: browser-facing ones follow webrtc.ice_host_addresses.
+        hosts = parse_host_addresses(options.ice_host_addresses)
+        return await open_live_session(client, http, device_id, ice_host_addresses=hosts)
+
+    return connect
+
+
+def setup(
+    app: web.Application,
+    options: StreamOptions,
+    client: SkyBellClient,
+    http: aiohttp.ClientSession,
+) -> None:
+    """The hub's context, ``GET /api/streams`` and ``POST /api/streams/warm?src=&seconds=``."""
+
+    async def hub_context(app: web.Application) -> AsyncIterator[None]:
+        devices = await client.devices()
+        hub = app[HUB] = Hub(
+            idle_timeout=options.idle_timeout,
+            media_timeout=options.media_timeout,
+            silence_timeout=options.silence_timeout,
+            ring_seconds=options.buffer_seconds,
+            ring_bytes=options.buffer_mb << 20,
+            keyframe_interval=options.keyframe_interval,
+        )
+        app[DEVICES] = devices
+        for device in devices:
+            hub.add(device.id, device.slug, _connector(client, http, device.id, options))
+        try:
+            yield
+        finally:
+            await hub.close()  # every live call ends
+
+    app.cleanup_ctx.append(hub_context)
     app.router.add_get("/api/streams", _streams)
     app.router.add_post("/api/streams/warm", _warm)

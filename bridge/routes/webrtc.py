@@ -12,11 +12,12 @@ Two request forms, as go2rtc accepts them:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from bridge.media.aiortc_patch import parse_host_addresses
 from bridge.media.hub import Stream
 from bridge.media.webrtc_source import choose_ice_servers
 from bridge.routes.common import error, stream_from_query
@@ -24,6 +25,7 @@ from bridge.webrtc import (
     OfferError,
     SessionLimitError,
     StreamUnavailable,
+    WebRtcOptions,
     WebRtcOutput,
     WebRtcSession,
 )
@@ -114,22 +116,25 @@ def stream_stats(app: web.Application, stream: Stream) -> dict[str, Any]:
 
 def setup(
     app: web.Application,
+    options: WebRtcOptions | None = None,
     *,
-    max_sessions_per_stream: int = 10,
     ice_servers: Sequence[Mapping[str, Any]] = (),
-    ice_host_addresses: Sequence[str] | None = None,
 ) -> None:
-    """Add the WebRTC offer and session routes; ``ice_servers`` is browser-style (LAN: none)."""
-    output = WebRtcOutput(
-        max_sessions_per_stream=max_sessions_per_stream,
-        ice_servers=choose_ice_servers(ice_servers),
-        host_addresses=ice_host_addresses,
-    )
-    app[WEBRTC] = output
+    """Add the output's context (``WEBRTC``) and the offer and session routes; ``ice_servers``
+    is browser-style (LAN: none)."""
+    options = options or WebRtcOptions()
+
+    async def output_context(app: web.Application) -> AsyncIterator[None]:
+        output = app[WEBRTC] = WebRtcOutput(
+            max_sessions_per_stream=options.max_sessions,
+            ice_servers=choose_ice_servers(ice_servers),
+            host_addresses=parse_host_addresses(options.ice_host_addresses),
+        )
+        try:
+            yield
+        finally:
+            await output.close()
+
+    app.cleanup_ctx.append(output_context)
     app.router.add_post("/api/webrtc", _offer)
     app.router.add_delete("/api/webrtc/session/{session_id}", _delete, name=_SESSION_ROUTE)
-
-    async def close(_app: web.Application) -> None:
-        await output.close()
-
-    app.on_cleanup.append(close)

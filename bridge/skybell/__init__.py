@@ -1,17 +1,25 @@
-"""The SkyBell cloud: client, auth, typed models, and the table of API paths."""
+"""The SkyBell cloud: client, auth, typed models, and the table of API paths.
 
-from bridge.skybell.client import SkyBellClient
-from bridge.skybell.models import (
-    Activity,
-    Device,
-    IceServer,
-    LiveCall,
-    Snapshot,
-    Trigger,
-    User,
-    find_device,
-    slugify,
-)
+Exports are imported on first use (``bridge.lazy``), so the models load without the client.
+"""
+
+from typing import TYPE_CHECKING
+
+from bridge.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from bridge.skybell.client import SkyBellClient
+    from bridge.skybell.models import (
+        Activity,
+        Device,
+        IceServer,
+        LiveCall,
+        Snapshot,
+        Trigger,
+        User,
+        find_device,
+        slugify,
+    )
 
 __all__ = [
     "Activity",
@@ -25,3 +33,21 @@ __all__ = [
     "find_device",
     "slugify",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "bridge.skybell.client": ("SkyBellClient",),
+        "bridge.skybell.models": (
+            "Activity",
+            "Device",
+            "IceServer",
+            "LiveCall",
+            "Snapshot",
+            "Trigger",
+            "User",
+            "find_device",
+            "slugify",
+        ),
+    },
+)

@@ -11,13 +11,15 @@ trigger is removed by id, by URL where the cloud does show it, or as "every webh
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlencode
 
 from bridge.redact import Secret
-from bridge.skybell.client import SkyBellClient
 from bridge.skybell.events import EVENT_TYPES
 from bridge.skybell.models import Device, Trigger
+
+if TYPE_CHECKING:  # annotations only: the events options read DEFAULT_HEADER without the client
+    from bridge.skybell.client import SkyBellClient
 
 __all__ = [
     "DEFAULT_EVENTS",

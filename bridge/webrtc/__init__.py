@@ -2,18 +2,36 @@
 
 ``WebRtcOutput`` is the only entry point the app needs (WHEP and go2rtc's JSON form are the
 HTTP glue's business, in ``bridge.routes.webrtc``). Nothing is re-encoded: hub packets become
-pre-encoded ``av.Packet`` objects that aiortc only packetizes.
+pre-encoded ``av.Packet`` objects that aiortc only packetizes. Exports are imported on first use
+(``bridge.lazy``), so ``bridge.webrtc.options`` loads without aiortc.
 """
 
-from .errors import OfferError, SessionLimitError, StreamUnavailable, WebRtcOutError
-from .output import WebRtcOutput
-from .session import WebRtcSession
+from typing import TYPE_CHECKING
+
+from bridge.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .errors import OfferError, SessionLimitError, StreamUnavailable, WebRtcOutError
+    from .options import WebRtcOptions
+    from .output import WebRtcOutput
+    from .session import WebRtcSession
 
 __all__ = [
     "OfferError",
     "SessionLimitError",
     "StreamUnavailable",
+    "WebRtcOptions",
     "WebRtcOutError",
     "WebRtcOutput",
     "WebRtcSession",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        ".errors": ("OfferError", "SessionLimitError", "StreamUnavailable", "WebRtcOutError"),
+        ".options": ("WebRtcOptions",),
+        ".output": ("WebRtcOutput",),
+        ".session": ("WebRtcSession",),
+    },
+)

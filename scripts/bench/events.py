@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bridge.automation import SwitchBotClient  # noqa: E402
 from bridge.automation.engine import RuleEngine  # noqa: E402
 from bridge.automation.rules import parse_rules  # noqa: E402
-from bridge.events import EventOptions, EventService  # noqa: E402
+from bridge.events import EventOptions  # noqa: E402
 from bridge.redact import Secret  # noqa: E402
 from bridge.routes import events as event_routes  # noqa: E402
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY  # noqa: E402
@@ -88,10 +88,12 @@ async def run_path(path: str, presses: int, gap: float, folder: Path) -> dict[st
             poll_enabled=False,
             dedup_window=0.2,  # presses are `gap` apart: separate presses must stay separate
         )
-        service = EventService(client, devices, options, log_path=folder / f"{path}.sqlite3")
         app = web.Application()
-        event_routes.setup(app, service)
-        bridge_runner, bridge_url = await serve(app)
+        event_routes.setup(
+            app, options, client, devices=devices, log_path=folder / f"{path}.sqlite3"
+        )
+        bridge_runner, bridge_url = await serve(app)  # starts the event service
+        service = app[event_routes.EVENTS]
         if path == "webhook":
             await add_webhook_triggers(
                 client, devices, bridge_url + WEBHOOK_PATH, secret=Secret(HOOK_SECRET)
