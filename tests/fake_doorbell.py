@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from bridge.clock import SYSTEM_CLOCK, Clock
-from bridge.media.hub import Hub, Session, Stream
+from bridge.media.hub import Hub, LiveCall, Stream
 from bridge.media.packet import MediaPacket
 
 from .h264util import x264
@@ -71,7 +71,7 @@ def g711_audio(seconds: float = 1.0) -> tuple[MediaPacket, ...]:
     return tuple(out)
 
 
-class LiveSession:
+class CloudLiveCall:
     """A fake doorbell: loops real video and G.711 audio at the pace of ``clock`` (real time
     unless a test passes a virtual clock), with RTP-like timestamps from random origins, for
     ``duration`` seconds (or until closed)."""
@@ -120,16 +120,16 @@ class LiveSession:
 
 @dataclass
 class Connector:
-    """Makes a new LiveSession per connect; the first ``durations`` ones end on their own."""
+    """Makes a new CloudLiveCall per connect; the first ``durations`` ones end on their own."""
 
     durations: list[float | None] = field(default_factory=list)
     audio: bool = True
-    made: list[LiveSession] = field(default_factory=list)
+    made: list[CloudLiveCall] = field(default_factory=list)
     clock: Clock = SYSTEM_CLOCK  # the sessions' and make_stream's hub's
 
-    async def __call__(self) -> Session:
+    async def __call__(self) -> LiveCall:
         duration = self.durations.pop(0) if self.durations else None
-        session = LiveSession(duration, self.audio, self.clock)
+        session = CloudLiveCall(duration, self.audio, self.clock)
         self.made.append(session)
         return session
 

@@ -20,7 +20,7 @@ from functools import cache
 import av
 import numpy as np
 
-from bridge.media.hub import Hub, Session, Stream
+from bridge.media.hub import Hub, LiveCall, Stream
 from bridge.media.packet import NAL_PPS, NAL_SPS, MediaPacket, iter_nal_units
 
 from .fake_doorbell import FPS, g711_audio
@@ -137,7 +137,7 @@ class ChangingConnector:
     audio: bool = True
     made: list[ChangingSession] = field(default_factory=list)
 
-    async def __call__(self) -> Session:
+    async def __call__(self) -> LiveCall:
         session = ChangingSession(self.loops, sparse=self.sparse, audio=self.audio)
         self.made.append(session)
         return session

@@ -23,7 +23,7 @@ from bridge.routes import events as event_routes
 from bridge.sim.cloud import SimCloud
 from bridge.skybell import Device, SkyBellClient
 from bridge.skybell.directory import DeviceDirectory
-from bridge.skybell.events import make_event
+from bridge.skybell.payloads import make_event
 from bridge.skybell.poller import ActivityPoller
 from bridge.skybell.triggers import (
     WEBHOOK_PATH,

@@ -21,7 +21,7 @@ from bridge.rtsp.message import (
     read_message,
     split_url,
 )
-from bridge.skybell.events import Event, PayloadError, event_from_query, event_from_webhook
+from bridge.skybell.payloads import Event, PayloadError, event_from_query, event_from_webhook
 from bridge.webrtc import OfferError
 from bridge.webrtc.offer import MAX_SDP, Offer, parse_offer
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.skybell.directory import DeviceDirectory
-from bridge.skybell.events import Event
 from bridge.skybell.models import Device
+from bridge.skybell.payloads import Event
 from bridge.skybell.udp import (
     BUTTON_PACKET,
     MOTION_PACKET,

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.errors import DeviceUnreachable
 from bridge.media.buffers import GopRing, Subscriber, Timeline
-from bridge.media.hub import Hub, Session, Stream
+from bridge.media.hub import Hub, LiveCall, Stream
 from bridge.media.packet import MediaPacket
 
 from .h264util import decode_all, encode, x264
@@ -64,7 +64,7 @@ class Connector:
         self.queue = list(sessions)
         self.made: list[FakeSession] = []
 
-    async def __call__(self) -> Session:
+    async def __call__(self) -> LiveCall:
         item = self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
         if isinstance(item, Exception):
             raise item

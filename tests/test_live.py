@@ -13,7 +13,7 @@ import pytest
 
 from bridge.media.buffers import Subscriber
 from bridge.media.hub import Hub, Stream
-from bridge.media.live import LiveSession, open_live_session
+from bridge.media.live import CloudLiveCall, open_live_call
 from bridge.media.mp4 import Mp4Writer
 from bridge.media.packet import MediaPacket
 from bridge.redact import Secret
@@ -35,15 +35,15 @@ class Rig:
         self.client = SkyBellClient(
             http, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
         )
-        self.sessions: list[LiveSession] = []
+        self.sessions: list[CloudLiveCall] = []
         self.errors: list[str] = []
         self.http = http
         self.bell = world.doorbell(FRONT)
         self.bell.configure(image_quality=0, fps=15)
         world.cloud.devices[FRONT].settings["image_quality"] = 0
 
-    async def connect(self) -> LiveSession:
-        session = await open_live_session(self.client, self.http, FRONT)
+    async def connect(self) -> CloudLiveCall:
+        session = await open_live_call(self.client, self.http, FRONT)
         self.sessions.append(session)
         return session
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from bridge.errors import CloudConnectionError
-from bridge.media.hub import Hub, Session, Stream
+from bridge.media.hub import Hub, LiveCall, Stream
 from bridge.media.packet import MediaPacket
 from bridge.mjpeg import Fallback, MjpegOptions, MjpegService
 from bridge.routes.mjpeg import MJPEG, SOURCE_HEADER, cloud_fallback, setup
@@ -88,7 +88,7 @@ class FailingConnector:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def __call__(self) -> Session:
+    async def __call__(self) -> LiveCall:
         self.calls += 1
         raise CloudConnectionError("connection refused")
 
@@ -100,7 +100,7 @@ async def make_rig() -> AsyncIterator[RigFactory]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def factory(
-        connector: Callable[[], Awaitable[Session]] | None = None,
+        connector: Callable[[], Awaitable[LiveCall]] | None = None,
         fallback: Fallback | None = None,
         **options: Any,
     ) -> Rig:
@@ -240,7 +240,7 @@ async def test_fps_cap_encodes_only_the_frames_due(make_rig: RigFactory) -> None
 async def test_a_burst_of_late_frames_skips_to_the_newest_keyframe(make_rig: RigFactory) -> None:
     session = BurstySession(1.0, 3.5)
 
-    async def connect() -> Session:
+    async def connect() -> LiveCall:
         return session
 
     rig = await make_rig(connect, fps=15)
@@ -258,7 +258,7 @@ async def test_a_burst_of_late_frames_skips_to_the_newest_keyframe(make_rig: Rig
 async def test_a_viewer_leaving_a_stalled_stream_is_released(make_rig: RigFactory) -> None:
     session = BurstySession(0.2, 30.0)  # no frame for a long while after the first few
 
-    async def connect() -> Session:
+    async def connect() -> LiveCall:
         return session
 
     rig = await make_rig(connect, fps=15)

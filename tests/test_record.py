@@ -23,7 +23,7 @@ from typing import Any
 import av
 import pytest
 
-from bridge.media.hub import Hub, Session, Stream
+from bridge.media.hub import Hub, LiveCall, Stream
 from bridge.media.mp4 import Mp4Writer
 from bridge.media.packet import MediaPacket, extract_sps_pps, iter_nal_units
 from bridge.options import GIB
@@ -45,8 +45,8 @@ from .fake_doorbell import (
     FPS,
     HEIGHT,
     WIDTH,
+    CloudLiveCall,
     Connector,
-    LiveSession,
     make_stream,
     noisy_video,
     probe,
@@ -231,7 +231,7 @@ async def test_cold_stream_records_from_first_keyframe(rig: Rig) -> None:
     assert frames_of(rig.store.file_of(clip))[0].key_frame
 
 
-class BareKeyframes(LiveSession):
+class BareKeyframes(CloudLiveCall):
     """Sends SPS/PPS with the first keyframe only, as many cameras do."""
 
     async def packets(self) -> AsyncIterator[MediaPacket]:
@@ -245,7 +245,7 @@ class BareKeyframes(LiveSession):
 
 
 async def test_keyframe_without_parameter_sets_still_starts_a_playable_clip(rig: Rig) -> None:
-    async def connect() -> Session:
+    async def connect() -> LiveCall:
         return BareKeyframes(clock=rig.clock)
 
     stream = rig.hub.add("dev-2", "side-door", connect)

@@ -14,7 +14,7 @@ import av
 import pytest
 
 from bridge.media.hub import Hub
-from bridge.media.live import LiveSession, open_live_session
+from bridge.media.live import CloudLiveCall, open_live_call
 from bridge.record import ClipStore, Recorder, RecordOptions
 from bridge.redact import Secret
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
@@ -45,8 +45,8 @@ async def test_clip_holds_the_preroll_by_the_doorbells_own_clock(
             http, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
         )
 
-        async def connect() -> LiveSession:
-            return await open_live_session(client, http, FRONT)
+        async def connect() -> CloudLiveCall:
+            return await open_live_call(client, http, FRONT)
 
         hub = Hub(backoff=(0.05, 0.5))
         stream = hub.add(FRONT, "front-door", connect)

@@ -38,7 +38,7 @@ from bridge.sim.cloud import default_devices
 from bridge.sim.switchbot import DEFAULT_SECRET, DEFAULT_TOKEN, SimScene, SimSwitchBot
 from bridge.sim.world import SimWorld
 from bridge.skybell import Device
-from bridge.skybell.events import make_event
+from bridge.skybell.payloads import make_event
 
 from .conftest import FakeClock
 from .events_util import wire_events

@@ -20,7 +20,7 @@ import pytest
 from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from bridge.media import aiortc_patch
-from bridge.media.live import open_live_session
+from bridge.media.live import open_live_call
 from bridge.media.packet import MediaPacket, extract_sps_pps
 from bridge.media.webrtc_source import WebRtcSource
 from bridge.redact import Secret
@@ -385,7 +385,7 @@ async def test_control_api_resolution_reaches_a_live_viewer(world: SimWorld) -> 
         client = SkyBellClient(
             http, base_url=world.base_url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
         )
-        session = await open_live_session(client, http, FRONT)
+        session = await open_live_call(client, http, FRONT)
         video: list[MediaPacket] = []
         try:
             packets = session.packets().__aiter__()

@@ -30,8 +30,8 @@ from bridge.automation import (
     SwitchBotError,
     SwitchBotSystemError,
     SwitchBotUnavailable,
-    find_device,
     find_scene,
+    find_switchbot_device,
     sign,
     signed_headers,
 )
@@ -132,10 +132,10 @@ async def test_devices_physical_and_infrared(switchbot: SwitchBotClient) -> None
     assert not by_id[PLUG].remote
     assert by_id[IR_LIGHT].remote
     assert by_id[IR_LIGHT].type == "Light"
-    found = find_device(devices, "porch light bot")
+    found = find_switchbot_device(devices, "porch light bot")
     assert found is not None
     assert found.id == BOT
-    assert find_device(devices, "nothing") is None
+    assert find_switchbot_device(devices, "nothing") is None
 
 
 async def test_scenes(switchbot: SwitchBotClient) -> None:

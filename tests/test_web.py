@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.redact import Secret
 from bridge.routes import web as web_page
-from bridge.routes.auth import SessionStore, basic_auth_middleware
+from bridge.routes.auth import LoginTokens, basic_auth_middleware
 from bridge.routes.common import DEVICES
 from bridge.service import Bridge
 from bridge.sim.world import SimWorld
@@ -562,7 +562,7 @@ async def test_without_a_password_everything_is_open(
 
 
 def test_sessions_expire_are_revoked_and_bounded(clock: FakeClock) -> None:
-    store = SessionStore(ttl=60, max_sessions=3, clock=clock)
+    store = LoginTokens(ttl=60, max_sessions=3, clock=clock)
     first = store.create()
     assert store.valid(first)
     assert not any(store.valid(t) for t in ("made-up", "", "x" * 500))

@@ -22,7 +22,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from bridge.media import aiortc_patch
 from bridge.media.packet import MediaPacket
-from bridge.webrtc import WebRtcSession
+from bridge.webrtc import WhepViewer
 
 from .serve_util import BridgeFactory, get_json
 
@@ -82,7 +82,7 @@ async def _settled(base: str) -> tuple[float, int, int, int]:
         raise AssertionError(f"viewers left: {body['viewers']}")
     await asyncio.sleep(1.0)  # aiortc's transports finish closing in their own tasks
     gc.collect()
-    return _rss_mb(), _alive(WebRtcSession), _alive(RTCPeerConnection), _tasks()
+    return _rss_mb(), _alive(WhepViewer), _alive(RTCPeerConnection), _tasks()
 
 
 def _tasks() -> int:

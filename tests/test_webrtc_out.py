@@ -16,7 +16,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from aiortc.mediastreams import MediaStreamError
 
 from bridge.media import aiortc_patch
-from bridge.media.hub import Hub, Session, Stream
+from bridge.media.hub import Hub, LiveCall, Stream
 from bridge.media.packet import MediaPacket, iter_nal_units
 from bridge.routes.webrtc import WEBRTC, setup, stream_stats
 from bridge.webrtc import OfferError, WebRtcOptions, WebRtcOutput
@@ -24,7 +24,7 @@ from bridge.webrtc.offer import Offer, choose_audio, choose_video, parse_offer
 from bridge.webrtc.tracks import with_parameter_sets
 
 from .app_util import make_app
-from .fake_doorbell import HEIGHT, WIDTH, Connector, LiveSession, g711_audio, make_stream
+from .fake_doorbell import HEIGHT, WIDTH, CloudLiveCall, Connector, g711_audio, make_stream
 
 SDP = "application/sdp"
 
@@ -117,7 +117,7 @@ class Browser:
 # -- the rig ------------------------------------------------------------------------------------
 
 
-class CountingSession(LiveSession):
+class CountingSession(CloudLiveCall):
     """The fake doorbell, counting the PLIs forwarded by the bridge.
 
     FIRs are not counted: the hub follows a PLI with a FIR when no keyframe comes within
@@ -134,7 +134,7 @@ class CountingSession(LiveSession):
 
 @dataclass
 class CountingConnector(Connector):
-    async def __call__(self) -> Session:
+    async def __call__(self) -> LiveCall:
         duration = self.durations.pop(0) if self.durations else None
         session = CountingSession(duration, self.audio)
         self.made.append(session)

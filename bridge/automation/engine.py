@@ -34,24 +34,28 @@ from bridge.automation.rules import (
 )
 from bridge.automation.switchbot import SwitchBotClient
 from bridge.automation.switchbot_errors import DeviceOffline, HubOffline, SwitchBotError
-from bridge.automation.switchbot_models import Device as SwitchDevice
-from bridge.automation.switchbot_models import Scene, find_device, find_scene
+from bridge.automation.switchbot_models import (
+    Scene,
+    SwitchBotDevice,
+    find_scene,
+    find_switchbot_device,
+)
 from bridge.automation.zones import parse_zone
 from bridge.errors import BridgeError
 from bridge.events.bus import EventBus, Subscription
 from bridge.events.log import EventLog
 from bridge.redact import redact
 from bridge.skybell.directory import DeviceDirectory
-from bridge.skybell.events import Event
 from bridge.skybell.models import slugify
+from bridge.skybell.payloads import Event
 
-__all__ = ["ActionResult", "Recorder", "RuleEngine", "Warmer"]
+__all__ = ["ActionResult", "ClipStarter", "RuleEngine", "Warmer"]
 
 _LOGGER = logging.getLogger(__name__)
 
-Recorder = Callable[[Event], Awaitable[str]]  # start/extend a clip; returns a detail line
+ClipStarter = Callable[[Event], Awaitable[str]]  # start/extend a clip; returns a detail line
 Warmer = Callable[[Event, float], Awaitable[str]]  # keep the live session up N s; detail line
-_T = TypeVar("_T", Scene, SwitchDevice)
+_T = TypeVar("_T", Scene, SwitchBotDevice)
 
 
 class _ActionFailed(Exception):
@@ -118,7 +122,7 @@ class _Catalog:
         """The account's scenes (cached)."""
         return await self._list("scene", self._switchbot.scenes, fresh)
 
-    async def devices(self, *, fresh: bool = False) -> Sequence[SwitchDevice]:
+    async def devices(self, *, fresh: bool = False) -> Sequence[SwitchBotDevice]:
         """The account's devices and remotes (cached)."""
         return await self._list("device", self._switchbot.devices, fresh)
 
@@ -137,7 +141,7 @@ class _Catalog:
 
     async def device_id(self, wanted: str) -> str:
         """The id of the device named (or with id) ``wanted``."""
-        return await self._resolve("device", wanted, self.devices, find_device)
+        return await self._resolve("device", wanted, self.devices, find_switchbot_device)
 
     async def _resolve(
         self,
@@ -162,7 +166,7 @@ class RuleEngine:
         rules: Iterable[Rule],
         *,
         switchbot: SwitchBotClient | None,
-        record: Recorder | None,
+        record: ClipStarter | None,
         warm: Warmer | None,
         http: aiohttp.ClientSession,
         log: EventLog | None,
@@ -236,7 +240,7 @@ class RuleEngine:
         if scenes:
             await _warn_missing("scene", scenes, catalog.scenes, find_scene)
         if devices:
-            await _warn_missing("device", devices, catalog.devices, find_device)
+            await _warn_missing("device", devices, catalog.devices, find_switchbot_device)
 
     def attach(self, bus: EventBus) -> Subscription:
         """Subscribe to new events on ``bus`` (merged duplicates never fire a rule twice)."""

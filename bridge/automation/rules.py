@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 
 from bridge.automation.zones import parse_zone
 from bridge.errors import ConfigError
-from bridge.skybell.events import EVENT_TYPES
 from bridge.skybell.models import slugify
+from bridge.skybell.payloads import EVENT_TYPES
 
 if TYPE_CHECKING:  # matching reads an event's fields; the config loads rules without the bus
-    from bridge.skybell.events import Event
+    from bridge.skybell.payloads import Event
 
 __all__ = [
     "Action",

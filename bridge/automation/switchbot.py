@@ -31,7 +31,12 @@ from bridge.automation.switchbot_errors import (
     SwitchBotRateLimited,
     SwitchBotUnavailable,
 )
-from bridge.automation.switchbot_models import Device, DeviceStatus, Scene, Webhook
+from bridge.automation.switchbot_models import (
+    Scene,
+    SwitchBotDevice,
+    SwitchBotDeviceStatus,
+    Webhook,
+)
 from bridge.redact import Secret
 
 __all__ = ["DEFAULT_API_URL", "SwitchBotClient", "sign", "signed_headers"]
@@ -100,19 +105,19 @@ class SwitchBotClient:
 
     # -- devices -----------------------------------------------------------------------------
 
-    async def devices(self) -> list[Device]:
-        """Physical devices, then virtual infrared remotes (``Device.remote``)."""
+    async def devices(self) -> list[SwitchBotDevice]:
+        """Physical devices, then virtual infrared remotes (``SwitchBotDevice.remote``)."""
         body = _dict(await self._call("GET", "/devices"), "/devices")
         physical = _list(body.get("deviceList", []), "deviceList")
         remotes = _list(body.get("infraredRemoteList", []), "infraredRemoteList")
-        return [Device.from_api(row, remote=False) for row in physical] + [
-            Device.from_api(row, remote=True) for row in remotes
+        return [SwitchBotDevice.from_api(row, remote=False) for row in physical] + [
+            SwitchBotDevice.from_api(row, remote=True) for row in remotes
         ]
 
-    async def status(self, device_id: str) -> DeviceStatus:
+    async def status(self, device_id: str) -> SwitchBotDeviceStatus:
         """The state a physical device last reported."""
         path = f"/devices/{quote(device_id, safe='')}/status"
-        return DeviceStatus.from_api(_dict(await self._call("GET", path), path))
+        return SwitchBotDeviceStatus.from_api(_dict(await self._call("GET", path), path))
 
     async def command(
         self,

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-__all__ = ["Device", "DeviceStatus", "Scene", "Webhook", "find_device", "find_scene"]
+__all__ = [
+    "Scene",
+    "SwitchBotDevice",
+    "SwitchBotDeviceStatus",
+    "Webhook",
+    "find_scene",
+    "find_switchbot_device",
+]
 
 # hubDeviceId of a hub itself, or of a device on Wi-Fi: it has no parent hub.
 NO_HUB = "000000000000"
@@ -23,7 +30,7 @@ def _str(row: dict[str, Any], key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Device:
+class SwitchBotDevice:
     """A physical device, or a virtual infrared remote (``remote=True``) taught to a hub."""
 
     id: str
@@ -35,7 +42,7 @@ class Device:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_api(cls, row: dict[str, Any], *, remote: bool) -> Device:
+    def from_api(cls, row: dict[str, Any], *, remote: bool) -> SwitchBotDevice:
         """Parse one entry of ``deviceList`` or ``infraredRemoteList``."""
         hub = _str(row, "hubDeviceId")
         return cls(
@@ -63,7 +70,7 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class DeviceStatus:
+class SwitchBotDeviceStatus:
     """The state a device last reported; ``values`` holds every model-specific key."""
 
     device_id: str
@@ -72,7 +79,7 @@ class DeviceStatus:
     values: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_api(cls, body: dict[str, Any]) -> DeviceStatus:
+    def from_api(cls, body: dict[str, Any]) -> SwitchBotDeviceStatus:
         """Parse the body of ``/devices/{id}/status``."""
         hub = _str(body, "hubDeviceId")
         return cls(
@@ -123,7 +130,7 @@ def _ms(value: Any) -> datetime | None:
     return None
 
 
-_T = TypeVar("_T", Device, Scene)
+_T = TypeVar("_T", SwitchBotDevice, Scene)
 
 
 def _find(items: Sequence[_T], wanted: str) -> _T | None:
@@ -134,7 +141,9 @@ def _find(items: Sequence[_T], wanted: str) -> _T | None:
     return next((item for item in items if item.name.casefold().strip() == folded), None)
 
 
-def find_device(devices: Sequence[Device], wanted: str) -> Device | None:
+def find_switchbot_device(
+    devices: Sequence[SwitchBotDevice], wanted: str
+) -> SwitchBotDevice | None:
     """The device whose id, or else whose name (ignoring case), is ``wanted``."""
     return _find(devices, wanted)
 

@@ -13,7 +13,7 @@ from bridge.errors import BridgeError
 from bridge.skybell import find_device
 
 if TYPE_CHECKING:
-    from bridge.media.live import LiveSession
+    from bridge.media.live import CloudLiveCall
 
 __all__ = ["add_parsers"]
 
@@ -25,7 +25,7 @@ async def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
     from bridge.media.aiortc_patch import parse_host_addresses
     from bridge.media.capture import capture
     from bridge.media.hub import Hub
-    from bridge.media.live import open_live_session
+    from bridge.media.live import open_live_call
     from bridge.media.mp4 import Mp4Writer
 
     async with open_cloud(settings) as cloud:
@@ -33,10 +33,10 @@ async def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
             settings = on_simulator(settings)
         hosts = parse_host_addresses(settings.streams.ice_host_addresses)
         device = find_device(await cloud.client.devices(), args.device)
-        sessions: list[LiveSession] = []
+        sessions: list[CloudLiveCall] = []
 
-        async def connect() -> LiveSession:
-            session = await open_live_session(
+        async def connect() -> CloudLiveCall:
+            session = await open_live_call(
                 cloud.client, cloud.session, device.id, ice_host_addresses=hosts
             )
             sessions.append(session)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from bridge.events.log import EventLog, EventPage
     from bridge.events.options import EventOptions
     from bridge.events.service import EventService
-    from bridge.skybell.events import Event
+    from bridge.skybell.payloads import Event
 
 __all__ = [
     "Event",
@@ -33,6 +33,6 @@ __getattr__ = lazy_exports(
         "bridge.events.log": ("EventLog", "EventPage"),
         "bridge.events.options": ("EventOptions",),
         "bridge.events.service": ("EventService",),
-        "bridge.skybell.events": ("Event",),
+        "bridge.skybell.payloads": ("Event",),
     },
 )

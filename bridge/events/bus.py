@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.skybell.events import PRESS_TYPES, Event
+from bridge.skybell.payloads import PRESS_TYPES, Event
 
 __all__ = ["EventBus", "EventQueue", "Published", "Subscription"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.db import Database, open_database
-from bridge.skybell.events import Event
+from bridge.skybell.payloads import Event
 
 __all__ = ["EventLog", "EventPage"]
 

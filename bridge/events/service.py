@@ -18,8 +18,8 @@ from bridge.events.log import EventLog
 from bridge.events.options import EventOptions
 from bridge.skybell.client import SkyBellClient
 from bridge.skybell.directory import DeviceDirectory
-from bridge.skybell.events import Event
 from bridge.skybell.models import Device
+from bridge.skybell.payloads import Event
 from bridge.skybell.poller import ActivityPoller
 from bridge.skybell.udp import TOKENS, UdpListener
 

@@ -20,12 +20,12 @@ from bridge.media.buffers import GopRing, Subscriber, Timeline
 from bridge.media.keyframes import KeyframeKind, KeyframeRequests
 from bridge.media.packet import MediaPacket, extract_sps_pps
 
-__all__ = ["Connector", "Hub", "KeyframesNotAnswered", "MediaStalled", "Session", "Stream"]
+__all__ = ["Connector", "Hub", "KeyframesNotAnswered", "LiveCall", "MediaStalled", "Stream"]
 
 _LOGGER = logging.getLogger(__name__)
 
 
-class Session(Protocol):
+class LiveCall(Protocol):
     """One live connection to a doorbell, as the hub sees it."""
 
     def packets(self) -> AsyncIterator[MediaPacket]:
@@ -41,7 +41,7 @@ class Session(Protocol):
         ...
 
 
-Connector = Callable[[], Awaitable[Session]]
+Connector = Callable[[], Awaitable[LiveCall]]
 
 
 class MediaStalled(BridgeError):
@@ -111,7 +111,7 @@ class Stream:
         # recorder's options): while live, keyframes then come every keyframe_interval, so a
         # press finds a keyframe near its pre-roll in the ring.
         self.wants_preroll = False
-        self._session: Session | None = None
+        self._session: LiveCall | None = None
         self._keyframe = asyncio.Event()
         self._listeners: list[Callable[[Stream], None]] = []
 
@@ -360,7 +360,7 @@ class Stream:
             self.started_at = None
             self._set_state("idle")
 
-    async def _pump(self, session: Session) -> AsyncIterator[MediaPacket]:
+    async def _pump(self, session: LiveCall) -> AsyncIterator[MediaPacket]:
         """The session's packets, raising ``MediaStalled`` when none come for too long, and
         ``KeyframesNotAnswered`` when a consumer has waited ``media_timeout`` for a keyframe the
         doorbell keeps ignoring (a new session opens with one).
@@ -428,7 +428,7 @@ class Stream:
             sub.offer(packet)
 
 
-async def _close_quietly(session: Session) -> None:
+async def _close_quietly(session: LiveCall) -> None:
     try:
         await session.close()
     except Exception:

@@ -1,7 +1,7 @@
 """One SkyBell live session: cloud live call → KVS signaling as viewer → aiortc peer → packets.
 
 This is the hub's ``Connector`` for a doorbell. Every way a session can die surfaces either as an
-exception from ``open_live_session`` or as the end (or an exception) of ``packets()``; the hub
+exception from ``open_live_call`` or as the end (or an exception) of ``packets()``; the hub
 decides whether and when to try again. Closing the session ends the cloud live call, so the
 doorbell stops streaming and its battery is spared.
 """
@@ -33,7 +33,7 @@ from bridge.media.packet import MediaPacket
 from bridge.media.webrtc_source import WebRtcSource, choose_ice_servers
 from bridge.skybell import LiveCall, SkyBellClient
 
-__all__ = ["LiveOptions", "LiveSession", "open_live_session"]
+__all__ = ["CloudLiveCall", "LiveOptions", "open_live_call"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class LiveOptions:
     connect_timeout: float = 10.0
 
 
-class LiveSession:
-    """A running live session; implements the hub's ``Session`` protocol."""
+class CloudLiveCall:
+    """A running live session; implements the hub's ``LiveCall`` protocol."""
 
     def __init__(
         self,
@@ -127,7 +127,7 @@ class LiveSession:
             _LOGGER.info("could not end the cloud live call: %s", err)
 
 
-async def open_live_session(
+async def open_live_call(
     client: SkyBellClient,
     http: aiohttp.ClientSession,
     device_id: str,
@@ -135,7 +135,7 @@ async def open_live_session(
     options: LiveOptions | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ice_host_addresses: Sequence[str] | None = None,
-) -> LiveSession:
+) -> CloudLiveCall:
     """Start a live call and negotiate WebRTC with the doorbell; media may not flow yet."""
     options = options or LiveOptions()
     call = await client.start_live_call(device_id)
@@ -159,7 +159,7 @@ async def open_live_session(
         with contextlib.suppress(BridgeError):
             await client.stop_live_call(device_id)
         raise
-    return LiveSession(client, call, viewer, source, call_at)
+    return CloudLiveCall(client, call, viewer, source, call_at)
 
 
 async def _connect_signaling(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .options import DeviceRecordOptions, RecordOptions, S3Options
     from .recorder import MANUAL, Recorder, StreamSource
     from .retention import Retention
-    from .store import ClipStore, slugify
+    from .store import ClipStore, safe_name
 
 __all__ = [
     "MANUAL",
@@ -36,7 +36,7 @@ __all__ = [
     "S3Options",
     "StorageFull",
     "StreamSource",
-    "slugify",
+    "safe_name",
 ]
 
 __getattr__ = lazy_exports(
@@ -48,6 +48,6 @@ __getattr__ = lazy_exports(
         ".options": ("DeviceRecordOptions", "RecordOptions", "S3Options"),
         ".recorder": ("MANUAL", "Recorder", "StreamSource"),
         ".retention": ("Retention",),
-        ".store": ("ClipStore", "slugify"),
+        ".store": ("ClipStore", "safe_name"),
     },
 )

@@ -15,7 +15,7 @@ from bridge.clock import Clock, Timer
 from bridge.media.buffers import Subscriber
 from bridge.media.hub import Stream
 from bridge.record.index import Clip
-from bridge.record.store import slugify
+from bridge.record.store import safe_name
 
 __all__ = ["ActiveClip"]
 
@@ -35,7 +35,7 @@ class ActiveClip:
     ) -> None:
         self.sub = sub  # the recorder's place on the stream
         self.device_id = stream.device_id
-        self.device = slugify(stream.name, slugify(stream.device_id, "device"))
+        self.device = safe_name(stream.name, safe_name(stream.device_id, "device"))
         self.event = event
         self.activity_id = activity_id
         self.manual = manual

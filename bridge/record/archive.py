@@ -39,12 +39,11 @@ from bridge.record.index import Clip
 from bridge.record.mp4file import fsync_path, probe
 from bridge.record.options import RecordOptions
 from bridge.record.retention import Retention
-from bridge.record.store import ClipStore, slugify
+from bridge.record.store import ClipStore, safe_name
 from bridge.record.thumbnail import thumbnail_from_file
 from bridge.redact import redact
 from bridge.skybell.client import SkyBellClient
-from bridge.skybell.models import Activity
-from bridge.skybell.models import slugify as device_slug
+from bridge.skybell.models import Activity, slugify
 from bridge.tasks import TaskSet
 
 __all__ = [
@@ -286,8 +285,8 @@ class CloudArchive:
         """The folder name: the stream name the recorder uses for this doorbell."""
         name = self._names.get(activity.device_id)
         if name is None and activity.device_name:
-            name = device_slug(activity.device_name)
-        return slugify(name or activity.device_id, "device")
+            name = slugify(activity.device_name)
+        return safe_name(name or activity.device_id, "device")
 
     async def _list(self, since: datetime, device_ids: Iterable[str] | None) -> list[Activity]:
         """Every activity since ``since``, oldest first, each once (pages can overlap while

@@ -31,13 +31,13 @@ from bridge.record.index import Clip, ClipIndex, ClipPage
 from bridge.record.mp4file import PART_SUFFIX, cut_partial_fragment, fsync_path, probe
 from bridge.record.thumbnail import thumbnail_from_file
 
-__all__ = ["ClipStore", "slugify"]
+__all__ = ["ClipStore", "safe_name"]
 
 _LOGGER = logging.getLogger(__name__)
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
-def slugify(text: str, fallback: str = "clip") -> str:
+def safe_name(text: str, fallback: str = "clip") -> str:
     """Lower-case ASCII letters, digits and dashes only: safe as a folder or file name."""
     slug = _SLUG_RE.sub("-", text.lower()).strip("-")[:64].strip("-")
     return slug or fallback
@@ -93,8 +93,8 @@ class ClipStore:
     def new_clip_path(self, device: str, start: float, event: str) -> str:
         """A fresh relative path for a clip starting at ``start`` (reserved until indexed)."""
         when = time.localtime(start)
-        folder = f"{slugify(device, 'device')}/{time.strftime('%Y-%m-%d', when)}"
-        stem = f"{time.strftime('%H%M%S', when)}_{slugify(event, 'event')}"
+        folder = f"{safe_name(device, 'device')}/{time.strftime('%Y-%m-%d', when)}"
+        stem = f"{time.strftime('%H%M%S', when)}_{safe_name(event, 'event')}"
         with self._lock:
             for n in range(1, 1000):
                 rel = f"{folder}/{stem}{'' if n == 1 else f'-{n}'}.mp4"

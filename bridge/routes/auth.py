@@ -38,7 +38,7 @@ __all__ = [
     "AUTH_LIMITER",
     "COOKIE_NAME",
     "SESSIONS",
-    "SessionStore",
+    "LoginTokens",
     "basic_auth_middleware",
     "client_key",
     "count_failure",
@@ -54,7 +54,7 @@ _LOGGER = logging.getLogger(__name__)
 COOKIE_NAME = "skybell_session"
 
 
-class SessionStore:
+class LoginTokens:
     """Browser sessions: random tokens with an absolute expiry, kept only as hashes.
 
     Hashing means a memory or log dump of the store does not hand out live cookies. The store
@@ -113,7 +113,7 @@ class SessionStore:
             del self._expiry[key]
 
 
-SESSIONS = web.AppKey("sessions", SessionStore)
+SESSIONS = web.AppKey("sessions", LoginTokens)
 # The one limiter for every password check; the composition root puts it here (and gives the
 # same object to RTSP). Apps built without it (tests, tools): web.setup or the middleware make one.
 AUTH_LIMITER = web.AppKey("auth_limiter", AuthLimiter)

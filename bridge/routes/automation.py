@@ -27,7 +27,7 @@ from bridge.routes.archive import ARCHIVE
 from bridge.routes.clips import RECORDER
 from bridge.routes.common import HUB
 from bridge.routes.events import EVENTS
-from bridge.skybell.events import Event
+from bridge.skybell.payloads import Event
 
 __all__ = ["RULES", "setup"]
 

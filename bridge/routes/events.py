@@ -26,7 +26,8 @@ from bridge.events.options import EventOptions
 from bridge.events.service import EventService
 from bridge.routes.common import DEVICES, error, int_query
 from bridge.skybell.client import SkyBellClient
-from bridge.skybell.events import (
+from bridge.skybell.models import Device
+from bridge.skybell.payloads import (
     EVENT_TYPES,
     Event,
     PayloadError,
@@ -34,7 +35,6 @@ from bridge.skybell.events import (
     event_from_webhook,
     parse_time,
 )
-from bridge.skybell.models import Device
 from bridge.skybell.triggers import WEBHOOK_PATH
 
 __all__ = ["EVENTS", "WEBHOOK_PATH", "setup"]

@@ -13,8 +13,8 @@ import aiohttp
 from aiohttp import web
 
 from bridge.media.aiortc_patch import parse_host_addresses
-from bridge.media.hub import Connector, Hub, Session, Stream
-from bridge.media.live import open_live_session
+from bridge.media.hub import Connector, Hub, LiveCall, Stream
+from bridge.media.live import open_live_call
 from bridge.media.options import StreamOptions
 from bridge.routes.common import DEVICES, HUB, error, find_stream, stream_from_query
 from bridge.skybell import SkyBellClient
@@ -65,10 +65,10 @@ async def _warm(request: web.Request) -> web.Response:
 def _connector(
     client: SkyBellClient, http: aiohttp.ClientSession, device_id: str, options: StreamOptions
 ) -> Connector:
-    async def connect() -> Session:
+    async def connect() -> LiveCall:
         # The doorbell-side peer only: browser-facing ones follow webrtc.ice_host_addresses.
         hosts = parse_host_addresses(options.ice_host_addresses)
-        return await open_live_session(client, http, device_id, ice_host_addresses=hosts)
+        return await open_live_call(client, http, device_id, ice_host_addresses=hosts)
 
     return connect
 

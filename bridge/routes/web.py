@@ -28,7 +28,7 @@ from bridge.routes.auth import (
     AUTH_LIMITER,
     COOKIE_NAME,
     SESSIONS,
-    SessionStore,
+    LoginTokens,
     count_failure,
     credentials_match,
     has_valid_session,
@@ -118,7 +118,7 @@ def setup(
     """
     auth_on = password is not None
     if auth_on:
-        app[SESSIONS] = SessionStore(session_ttl)
+        app[SESSIONS] = LoginTokens(session_ttl)
     # Wrong passwords here, in Basic on the API and on RTSP count together (one limiter).
     limiter = app.setdefault(AUTH_LIMITER, AuthLimiter())
 

@@ -23,11 +23,11 @@ from bridge.media.webrtc_source import choose_ice_servers
 from bridge.routes.common import error, stream_from_query
 from bridge.webrtc import (
     OfferError,
-    SessionLimitError,
     StreamUnavailable,
+    ViewerLimitError,
     WebRtcOptions,
     WebRtcOutput,
-    WebRtcSession,
+    WhepViewer,
 )
 from bridge.webrtc.offer import MAX_SDP
 
@@ -60,12 +60,12 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(data)
 
 
-async def _create(output: WebRtcOutput, stream: Stream, sdp: str) -> tuple[WebRtcSession, str]:
+async def _create(output: WebRtcOutput, stream: Stream, sdp: str) -> tuple[WhepViewer, str]:
     try:
         return await output.create(stream, sdp)
     except OfferError as err:
         raise error(web.HTTPBadRequest, str(err)) from err
-    except (SessionLimitError, StreamUnavailable) as err:
+    except (ViewerLimitError, StreamUnavailable) as err:
         unavailable = error(web.HTTPServiceUnavailable, str(err))
         unavailable.headers["Retry-After"] = "5"
         raise unavailable from err

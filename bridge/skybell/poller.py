@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from bridge.errors import CloudError
 from bridge.skybell.client import SkyBellClient
 from bridge.skybell.directory import DeviceDirectory
-from bridge.skybell.events import PRESS_TYPES, Event, event_from_activity
 from bridge.skybell.models import Activity
+from bridge.skybell.payloads import PRESS_TYPES, Event, event_from_activity
 
 __all__ = ["ActivityPoller"]
 

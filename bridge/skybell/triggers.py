@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlencode
 
 from bridge.redact import Secret
-from bridge.skybell.events import EVENT_TYPES
 from bridge.skybell.models import Device, Trigger
+from bridge.skybell.payloads import EVENT_TYPES
 
 if TYPE_CHECKING:  # annotations only: the events options read DEFAULT_HEADER without the client
     from bridge.skybell.client import SkyBellClient

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from bridge.skybell.directory import DeviceDirectory
-from bridge.skybell.events import Event, make_event
 from bridge.skybell.models import Device
+from bridge.skybell.payloads import Event, make_event
 
 __all__ = [
     "BUTTON_PACKET",

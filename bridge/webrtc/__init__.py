@@ -11,27 +11,27 @@ from typing import TYPE_CHECKING
 from bridge.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .errors import OfferError, SessionLimitError, StreamUnavailable, WebRtcOutError
+    from .errors import OfferError, StreamUnavailable, ViewerLimitError, WebRtcOutError
     from .options import WebRtcOptions
     from .output import WebRtcOutput
-    from .session import WebRtcSession
+    from .viewer import WhepViewer
 
 __all__ = [
     "OfferError",
-    "SessionLimitError",
     "StreamUnavailable",
+    "ViewerLimitError",
     "WebRtcOptions",
     "WebRtcOutError",
     "WebRtcOutput",
-    "WebRtcSession",
+    "WhepViewer",
 ]
 
 __getattr__ = lazy_exports(
     __name__,
     {
-        ".errors": ("OfferError", "SessionLimitError", "StreamUnavailable", "WebRtcOutError"),
+        ".errors": ("OfferError", "ViewerLimitError", "StreamUnavailable", "WebRtcOutError"),
         ".options": ("WebRtcOptions",),
         ".output": ("WebRtcOutput",),
-        ".session": ("WebRtcSession",),
+        ".viewer": ("WhepViewer",),
     },
 )

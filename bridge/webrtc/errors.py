@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge.errors import BridgeError
 
-__all__ = ["OfferError", "SessionLimitError", "StreamUnavailable", "WebRtcOutError"]
+__all__ = ["OfferError", "StreamUnavailable", "ViewerLimitError", "WebRtcOutError"]
 
 
 class WebRtcOutError(BridgeError):
@@ -15,7 +15,7 @@ class OfferError(WebRtcOutError):
     """The viewer's offer is malformed or cannot receive what the doorbell sends (a 400)."""
 
 
-class SessionLimitError(WebRtcOutError):
+class ViewerLimitError(WebRtcOutError):
     """The stream already has as many WebRTC viewers as allowed (a 503)."""
 
     transient = True

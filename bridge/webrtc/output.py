@@ -11,9 +11,9 @@ from aiortc import RTCIceServer
 
 from bridge.media.hub import Stream
 
-from .errors import SessionLimitError, StreamUnavailable
+from .errors import StreamUnavailable, ViewerLimitError
 from .offer import parse_offer
-from .session import KeyframeGate, WebRtcSession
+from .viewer import KeyframeGate, WhepViewer
 
 __all__ = ["WebRtcOutput"]
 
@@ -41,28 +41,28 @@ class WebRtcOutput:
         self._connect_timeout = connect_timeout
         # Host candidates offered to viewers; None: every interface (or the process-wide list).
         self._host_addresses = host_addresses
-        self._sessions: dict[str, WebRtcSession] = {}
+        self._sessions: dict[str, WhepViewer] = {}
         self._gates: dict[Stream, KeyframeGate] = {}
         self._closed = False
 
-    async def create(self, stream: Stream, offer_sdp: str) -> tuple[WebRtcSession, str]:
+    async def create(self, stream: Stream, offer_sdp: str) -> tuple[WhepViewer, str]:
         """Answer a viewer's offer for ``stream``: (session, answer SDP with all candidates).
 
-        Raises OfferError (bad or unsuitable offer), SessionLimitError, StreamUnavailable.
+        Raises OfferError (bad or unsuitable offer), ViewerLimitError, StreamUnavailable.
         """
         if self._closed:
             raise StreamUnavailable("the bridge is shutting down")
         offer = parse_offer(offer_sdp)  # before subscribing: junk must not wake a doorbell
         count = len(self.sessions(stream))
         if count >= self.max_sessions_per_stream:
-            raise SessionLimitError(
+            raise ViewerLimitError(
                 f"stream {stream.name} already has {count} WebRTC viewers "
                 f"(limit {self.max_sessions_per_stream})"
             )
         gate = self._gates.get(stream)
         if gate is None:
             gate = self._gates[stream] = KeyframeGate(stream, self._keyframe_interval)
-        session = WebRtcSession(
+        session = WhepViewer(
             stream,
             gate,
             ice_servers=self._ice_servers,
@@ -80,7 +80,7 @@ class WebRtcOutput:
             raise
         return session, answer
 
-    def get(self, session_id: str) -> WebRtcSession | None:
+    def get(self, session_id: str) -> WhepViewer | None:
         """The live session with this id."""
         return self._sessions.get(session_id)
 
@@ -92,11 +92,11 @@ class WebRtcOutput:
         await session.close("ended by the viewer")
         return True
 
-    def sessions(self, stream: Stream | None = None) -> list[WebRtcSession]:
+    def sessions(self, stream: Stream | None = None) -> list[WhepViewer]:
         """Live sessions, of one stream or all."""
         return [s for s in self._sessions.values() if stream is None or s.stream is stream]
 
-    def _forget(self, session: WebRtcSession) -> None:
+    def _forget(self, session: WhepViewer) -> None:
         self._sessions.pop(session.id, None)
         if not self.sessions(session.stream):
             self._gates.pop(session.stream, None)

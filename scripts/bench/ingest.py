@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from bridge.media import aiortc_patch  # noqa: E402
 from bridge.media.buffers import Subscriber  # noqa: E402
 from bridge.media.hub import Hub, Stream  # noqa: E402
-from bridge.media.live import LiveSession, open_live_session  # noqa: E402
+from bridge.media.live import CloudLiveCall, open_live_call  # noqa: E402
 from bridge.redact import Secret  # noqa: E402
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY  # noqa: E402
 from bridge.sim.picture import read_stamp  # noqa: E402
@@ -137,11 +137,11 @@ class Bench:
             http, base_url=base + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
         )
         self.http = http
-        self.sessions: list[LiveSession] = []
+        self.sessions: list[CloudLiveCall] = []
 
     def stream(self, device_id: str, name: str) -> Stream:
-        async def connect() -> LiveSession:
-            session = await open_live_session(self.client, self.http, device_id)
+        async def connect() -> CloudLiveCall:
+            session = await open_live_call(self.client, self.http, device_id)
             self.sessions.append(session)
             return session
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bridge.media import aiortc_patch  # noqa: E402
 from bridge.media.hub import Hub  # noqa: E402
-from bridge.media.live import open_live_session  # noqa: E402
+from bridge.media.live import open_live_call  # noqa: E402
 from bridge.redact import Secret  # noqa: E402
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY  # noqa: E402
 from bridge.sim.picture import read_stamp  # noqa: E402
@@ -318,7 +318,7 @@ async def baseline_latency(rig: Rig, seconds: float) -> list[float]:
         other = next(d for d in await client.devices() if d.slug != STREAM)
 
         async def connect() -> Any:
-            return await open_live_session(client, http, other.id)
+            return await open_live_call(client, http, other.id)
 
         stream = Hub(idle_timeout=0.1).add(other.id, other.slug, connect)
         decoder = av.CodecContext.create("h264", "r")

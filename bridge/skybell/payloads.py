@@ -1,4 +1,5 @@
-"""One event shape for every source (webhook, local UDP, activity polling), and webhook parsing.
+"""SkyBell payloads parsed into ``Event``, the one shape every source gives (webhook, local UDP,
+activity polling). The ``bridge.events`` package is what the bridge does with them.
 
 Webhook payloads follow the seed's examples. Their quirks, kept in one place here:
 - ``date_time`` is a JS millisecond number for ``doorbell`` and an ISO string for the rest;

@@ -29,7 +29,7 @@ from .errors import OfferError, StreamUnavailable
 from .offer import Offer, VideoChoice, choose_audio, choose_video
 from .tracks import AudioRelayTrack, H264RelayTrack, RelayFeed
 
-__all__ = ["KeyframeGate", "WebRtcSession"]
+__all__ = ["KeyframeGate", "WhepViewer"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class KeyframeGate:
         return True
 
 
-class WebRtcSession:
+class WhepViewer:
     """One viewer's peer connection, its hub subscriber and its relay tracks."""
 
     def __init__(
@@ -91,7 +91,7 @@ class WebRtcSession:
         ice_servers: Sequence[RTCIceServer] = (),
         keyframe_timeout: float = 20.0,
         connect_timeout: float = 30.0,
-        on_closed: Callable[[WebRtcSession], None] | None = None,
+        on_closed: Callable[[WhepViewer], None] | None = None,
         host_addresses: Sequence[str] | None = None,
     ) -> None:
         aiortc_patch.install()
