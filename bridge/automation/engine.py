@@ -48,6 +48,7 @@ from bridge.redact import redact
 from bridge.skybell.directory import DeviceDirectory
 from bridge.skybell.models import slugify
 from bridge.skybell.payloads import Event
+from bridge.tasks import TaskSet
 
 __all__ = ["ActionResult", "ClipStarter", "RuleEngine", "Warmer"]
 
@@ -193,7 +194,7 @@ class RuleEngine:
         self._catalog = (
             _Catalog(switchbot, clock, refresh_interval) if switchbot is not None else None
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()  # running actions: given a grace period on close
         self._sub: Subscription | None = None
         self._bad_zones: set[str] = set()
         self._closed = False
@@ -271,11 +272,7 @@ class RuleEngine:
             state.last_by_device[event.device_id] = now
             state.fired += 1
             state.last_fired = now
-            task = asyncio.get_running_loop().create_task(
-                self._fire(state, event), name=f"rule:{rule.name}"
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._fire(state, event), name=f"rule:{rule.name}")
 
     def _zone(self, rule: Rule, event: Event) -> tzinfo | None:
         """The rule's zone, else the doorbell's (SkyBell's time_zone setting), else local."""
@@ -430,8 +427,7 @@ class RuleEngine:
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until every started action has finished (for tests and benchmarks)."""
         async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._tasks.join()
 
     async def close(self, grace: float = 2.0) -> None:
         """Stop taking events, give running actions ``grace`` seconds, cancel the rest;
@@ -442,11 +438,7 @@ class RuleEngine:
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.cancel()
-        if self._tasks:
-            _, stuck = await asyncio.wait(list(self._tasks), timeout=grace)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
+        await self._tasks.cancel_all(grace)
 
 
 async def _warn_missing(

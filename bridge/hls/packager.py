@@ -28,6 +28,7 @@ from bridge.hls.playlist import (
 from bridge.hls.segmenter import InitSection, Segmenter
 from bridge.media.buffers import Subscriber
 from bridge.media.hub import Stream
+from bridge.tasks import TaskSet
 
 __all__ = ["HlsPackager", "HlsRegistry", "NotAvailable"]
 
@@ -228,7 +229,7 @@ class HlsRegistry:
         self.idle_timeout = options.idle_timeout
         self.startup_timeout = startup_timeout
         self._packagers: dict[str, HlsPackager] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = TaskSet()  # packagers being retired
 
     def get(self, stream: Stream) -> HlsPackager:
         """The stream's packager, started if needed, and touched."""
@@ -264,11 +265,9 @@ class HlsRegistry:
     def _retire(self, packager: HlsPackager) -> None:
         if self._packagers.get(packager.stream.name) is packager:
             del self._packagers[packager.stream.name]
-        task = asyncio.get_running_loop().create_task(packager.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing.spawn(packager.close(), name=f"hls close {packager.stream.name}")
 
     async def close(self) -> None:
         """Stop every packager; safe to call twice."""
         packagers, self._packagers = list(self._packagers.values()), {}
-        await asyncio.gather(*(p.close() for p in packagers), *self._closing)
+        await asyncio.gather(*(p.close() for p in packagers), self._closing.join())

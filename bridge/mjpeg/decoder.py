@@ -22,6 +22,7 @@ from bridge.media.packet import MediaPacket
 from bridge.mjpeg.options import FrameSpec
 from bridge.mjpeg.picture import encode_jpeg
 from bridge.mjpeg.worker import CLOCK, Batch, Picture, Result, Worker
+from bridge.tasks import TaskSet
 
 __all__ = ["SnapshotSource", "SnapshotUnavailable", "StreamDecoder", "Viewer"]
 
@@ -150,7 +151,7 @@ class StreamDecoder:
         self._waiters: list[_Waiter] = []
         self._picture: Picture | None = None
         self._run: _Run | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()  # the decoding pump
         self._last_key_request = 0.0
         self._closed = False
         stream.on_change(self._on_stream_change)
@@ -236,11 +237,7 @@ class StreamDecoder:
             return
         sub = self.stream.subscribe("mjpeg", max_packets=_QUEUE_PACKETS)
         run = _Run(sub, Worker(self.quality), time.monotonic())
-        task = asyncio.get_running_loop().create_task(
-            self._pump(run), name=f"mjpeg {self.stream.name}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._pump(run), name=f"mjpeg {self.stream.name}")
         self._run = run
 
     def _maybe_stop(self) -> None:
@@ -361,8 +358,5 @@ class StreamDecoder:
         run, self._run = self._run, None
         if run is not None:
             run.sub.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
         # A batch already in the worker thread finishes there on its own; its result is dropped.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()

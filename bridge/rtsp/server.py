@@ -14,6 +14,7 @@ from bridge.rtsp.auth import Authenticator, AuthMode
 from bridge.rtsp.connection import Resolver, RtspConnection, ServerContext
 from bridge.rtsp.feed import AudioMode, FeedRegistry
 from bridge.rtsp.message import format_response
+from bridge.tasks import TaskSet
 
 __all__ = ["RtspServer"]
 
@@ -63,8 +64,8 @@ class RtspServer:
             auth_limiter=auth_limiter,
         )
         self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[Any], RtspConnection] = {}
-        self._reaper: asyncio.Task[None] | None = None
+        self._connections: set[RtspConnection] = set()
+        self._tasks = TaskSet()  # the reaper and one task per connection
         self._closed = False
 
     async def start(self) -> None:
@@ -73,7 +74,7 @@ class RtspServer:
             raise RuntimeError("RtspServer.start() called twice or after close()")
         self._server = await asyncio.start_server(self._on_client, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])
-        self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="rtsp reaper")
+        self._tasks.spawn(self._reap(), name="rtsp reaper")
         _LOGGER.info("RTSP server listening on %s:%d", self.host, self.port)
 
     async def close(self) -> None:
@@ -83,11 +84,8 @@ class RtspServer:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        tasks = [t for t in (self._reaper, *self._connections) if t is not None]
-        for task in tasks:
-            task.cancel()
         # Each connection's own cleanup (sessions, UDP sockets, subscribers) runs as it unwinds.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         self._connections.clear()
         if self._server is not None:
             with contextlib.suppress(Exception):
@@ -127,8 +125,8 @@ class RtspServer:
         conn = RtspConnection(self._ctx, reader, writer)
         # Our own task rather than the one asyncio.start_server would wrap a coroutine callback
         # in: that one cannot be cancelled on close without asyncio logging an error (3.11).
-        task = asyncio.get_running_loop().create_task(self._serve(conn), name=f"rtsp {conn.peer}")
-        self._connections[task] = conn
+        self._connections.add(conn)
+        self._tasks.spawn(self._serve(conn), name=f"rtsp {conn.peer}")
 
     async def _serve(self, conn: RtspConnection) -> None:
         _LOGGER.debug("rtsp %s: connected", conn.peer)
@@ -140,9 +138,7 @@ class RtspServer:
         finally:
             if self._ctx.limiter is not None:
                 self._ctx.limiter.release(conn.writer)
-            task = asyncio.current_task()
-            if task is not None:
-                self._connections.pop(task, None)
+            self._connections.discard(conn)
             _LOGGER.debug("rtsp %s: disconnected", conn.peer)
 
     async def _reap(self) -> None:
@@ -150,7 +146,7 @@ class RtspServer:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for conn in list(self._connections.values()):
+            for conn in list(self._connections):
                 try:
                     await conn.expire_idle(now)
                 except Exception:

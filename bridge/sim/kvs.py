@@ -47,6 +47,7 @@ from bridge.kvs.messages import (
     encode_status,
 )
 from bridge.kvs.presign import SERVICE, presign_wss
+from bridge.tasks import TaskSet
 
 __all__ = ["VIEWER_FAULTS", "SimKvs"]
 
@@ -151,7 +152,7 @@ class SimKvs:
         self._by_device: dict[str, str] = {}
         self._keys: dict[str, _Issued] = {}
         self._refuse_until: datetime | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()  # delayed closes
 
     # ---- embedding -----------------------------------------------------------------------
 
@@ -182,9 +183,7 @@ class SimKvs:
 
     async def close(self) -> None:
         """Close every connection and cancel the sim's own timers."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         for conn in [c for ch in self._channels.values() for c in _conns(ch)]:
             await conn.ws.close(code=1001, message=b"service shutting down")
 
@@ -292,9 +291,7 @@ class SimKvs:
         for conn in viewers:
             await _send(conn, frame)
         if close_after_s is not None:
-            task = asyncio.create_task(self._close_later(viewers, close_after_s))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._close_later(viewers, close_after_s))
         return len(viewers)
 
     async def _close_later(self, conns: list[_Conn], delay: float) -> None:
@@ -465,9 +462,7 @@ class SimKvs:
             _log.info("signaling: fault %s on the offer of %s", fault, client_id)
             if fault == "go_away":
                 await _send(sender, json.dumps({"messageType": GO_AWAY}))
-                task = asyncio.create_task(self._close_later([sender], 0.2))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._close_later([sender], 0.2))
                 return
             if fault == "reconnect_ice":
                 await _send(sender, json.dumps({"messageType": RECONNECT_ICE_SERVER}))

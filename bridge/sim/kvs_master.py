@@ -24,6 +24,7 @@ from bridge.kvs.messages import (
     encode_candidate,
 )
 from bridge.kvs.presign import presign_wss
+from bridge.tasks import TaskSet
 
 __all__ = ["CandidateHandler", "OfferHandler", "SimKvsMaster", "master_url_factory"]
 
@@ -83,7 +84,7 @@ class SimKvsMaster:
         self._connected = asyncio.Event()
         self._connect_count = asyncio.Condition()
         self._runner: asyncio.Task[None] | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers = TaskSet()  # one per offer or candidate being handled
         self._viewer_locks: dict[str, asyncio.Lock] = {}
         self.connects = 0  # successful connections so far; a test sees reconnects here
 
@@ -117,11 +118,11 @@ class SimKvsMaster:
 
     async def close(self) -> None:
         """Stop reconnecting, cancel the handlers and close the socket; idempotent."""
-        tasks = [t for t in (self._runner, *self._handlers) if t is not None]
-        self._runner = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        await self._handlers.cancel_all()
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()
@@ -179,9 +180,7 @@ class SimKvsMaster:
             _log.info("master: socket error %s", type(err).__name__)
 
     def _spawn(self, viewer: str, event: SdpOffer | RemoteCandidate) -> None:
-        task = asyncio.create_task(self._handle(viewer, event))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._handlers.spawn(self._handle(viewer, event))
 
     async def _handle(self, viewer: str, event: SdpOffer | RemoteCandidate) -> None:
         # asyncio.Lock wakes waiters in FIFO order and the tasks were created in arrival

@@ -19,6 +19,7 @@ from typing import Any, Final
 from bridge.skybell.directory import DeviceDirectory
 from bridge.skybell.models import Device
 from bridge.skybell.payloads import Event, make_event
+from bridge.tasks import TaskSet
 
 __all__ = [
     "BUTTON_PACKET",
@@ -89,7 +90,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self._directory = directory
         self._publish = publish
         self._transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()  # address lookups of unknown senders
         self._pending: dict[str, list[str]] = {}  # tokens waiting for their sender's lookup
         self._warned: set[str] = set()
 
@@ -108,10 +109,7 @@ class UdpListener(asyncio.DatagramProtocol):
         if self._transport is not None:
             transport, self._transport = self._transport, None
             transport.close()
-        tasks, self._tasks = set(self._tasks), set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         """Called by asyncio for each datagram."""
@@ -139,9 +137,7 @@ class UdpListener(asyncio.DatagramProtocol):
             self.counts["unknown_sender"] += 1
             return
         self._pending[ip] = [token]
-        task = asyncio.get_running_loop().create_task(self._resolve(ip))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._resolve(ip), name=f"udp resolve {ip}")
 
     async def _resolve(self, ip: str) -> None:
         try:
