@@ -81,3 +81,24 @@ def make_client(
 
 # A whole Bridge against the simulator, for the end-to-end tests of several modules.
 from .serve_util import make_bridge, world  # noqa: E402, F401
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--only-tests-in",
+        metavar="FILE",
+        help="run only the tests whose node ids are lines of FILE (scripts/test's second pass)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    path = config.getoption("--only-tests-in")
+    if not path:
+        return
+    with open(path, encoding="utf-8") as listing:
+        wanted = {line.strip() for line in listing if line.strip()}
+    keep = [item for item in items if item.nodeid in wanted]
+    dropped = [item for item in items if item.nodeid not in wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep

@@ -17,12 +17,14 @@ __all__ = [
     "AUDIO_MIME",
     "KEYFRAMES_ENV",
     "LIVE_FIELDS",
+    "MEDIA_LOG_ENV",
     "AudioCodec",
     "KeyframeMode",
     "Profile",
     "SimMediaSettings",
     "SimPeerStats",
     "check_resolution",
+    "note_media_for_test",
     "resolution_for",
 ]
 
@@ -30,6 +32,10 @@ Profile = Literal["baseline", "main", "high"]
 AudioCodec = Literal["opus", "pcmu", "pcma"]
 KeyframeMode = Literal["on_request", "gop"]
 KEYFRAMES_ENV = "SKYBELL_BRIDGE_SIM_KEYFRAMES"
+# When set, a file the simulated doorbell appends each test's id to (pytest's
+# PYTEST_CURRENT_TEST, inherited by subprocesses too) when it sends that test video: the test
+# run's second pass, against a fixed-GOP doorbell, runs just those tests (scripts/test).
+MEDIA_LOG_ENV = "SKYBELL_BRIDGE_SIM_MEDIA_LOG"
 _KEYFRAME_MODES: tuple[KeyframeMode, ...] = ("on_request", "gop")
 # What SimDoorbellPeer.update can change while a viewer is connected.
 LIVE_FIELDS = frozenset({"loss_percent", "retransmit", "keyframes", "gop_seconds", "resolution"})
@@ -145,3 +151,19 @@ class SimPeerStats:
     def as_dict(self) -> dict[str, int]:
         """Every counter by name."""
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
+
+
+_noted: set[str] = set()
+
+
+def note_media_for_test() -> None:
+    """Record, once per test, that the running test got video from a simulated doorbell."""
+    path = os.environ.get(MEDIA_LOG_ENV)
+    current = os.environ.get("PYTEST_CURRENT_TEST")
+    if not path or not current:
+        return
+    test_id = current.rsplit(" (", 1)[0]  # "tests/x.py::test_y (call)" -> its node id
+    if test_id not in _noted:
+        _noted.add(test_id)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(test_id + "\n")
