@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -66,15 +65,19 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "streams": len(request.app[HUB].streams), "tasks": tasks})
 
 
-def _stream_info(app: web.Application) -> Callable[[Stream], dict[str, Any]]:
+def _stream_info(app: web.Application) -> Callable[[Stream], streams.StreamExtras]:
     """Per-stream facts the app knows and the hub does not: the device, MJPEG and WebRTC."""
 
-    def info(stream: Stream) -> dict[str, Any]:
+    def info(stream: Stream) -> streams.StreamExtras:
         device = next((d for d in app[DEVICES] if d.id == stream.device_id), None)
-        out: dict[str, Any] = {"mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {})}
-        out.update(webrtc.stream_stats(app, stream))
+        out: streams.StreamExtras = {"mjpeg": app[mjpeg.MJPEG].stats().get(stream.name, {})}
+        webrtc_stats = webrtc.stream_stats(app, stream)
+        if "webrtc" in webrtc_stats:
+            out["webrtc"] = webrtc_stats["webrtc"]
         if device is not None:
-            out.update(device=device.name, online=device.online, battery=device.battery)
+            out["device"] = device.name
+            out["online"] = device.online
+            out["battery"] = device.battery
         return out
 
     return info

@@ -18,15 +18,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from bridge.automation.switchbot_errors import BudgetExhausted
 
-__all__ = ["DAILY_LIMIT", "BudgetUsage", "CallBudget"]
+__all__ = ["DAILY_LIMIT", "BudgetUsage", "BudgetUsageDict", "CallBudget"]
 
 _LOGGER = logging.getLogger(__name__)
 
 DAILY_LIMIT = 10_000
+
+
+class BudgetUsageDict(TypedDict):
+    """The SwitchBot call budget in ``/api/automation``."""
+
+    used: int
+    limit: int
+    remaining: int
+    warn_at: int  # the count at which the log warns once
+    resets_at: str  # ISO 8601: the next UTC midnight
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ class BudgetUsage:
         """Calls left before the budget refuses."""
         return max(0, self.limit - self.used)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> BudgetUsageDict:
         """JSON-friendly view."""
         return {
             "used": self.used,

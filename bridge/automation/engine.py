@@ -19,10 +19,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import aiohttp
 
+from bridge.automation.budget import BudgetUsageDict
 from bridge.automation.rules import (
     Action,
     CommandAction,
@@ -50,13 +51,59 @@ from bridge.skybell.models import slugify
 from bridge.skybell.payloads import Event
 from bridge.tasks import TaskSet
 
-__all__ = ["ActionResult", "ClipStarter", "RuleEngine", "Warmer"]
+__all__ = [
+    "ActionResult",
+    "ActionResultDict",
+    "AutomationStats",
+    "ClipStarter",
+    "RuleEngine",
+    "RuleStats",
+    "SkipCounts",
+    "Warmer",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 ClipStarter = Callable[[Event], Awaitable[str]]  # start/extend a clip; returns a detail line
 Warmer = Callable[[Event, float], Awaitable[str]]  # keep the live session up N s; detail line
 _T = TypeVar("_T", Scene, SwitchBotDevice)
+
+
+class ActionResultDict(TypedDict):
+    """What one action did, as ``/api/automation`` gives it."""
+
+    action: str  # "<rule>: <action>"
+    ok: bool
+    detail: str
+
+
+class SkipCounts(TypedDict):
+    """Events a rule matched but did not act on."""
+
+    window: int  # outside its hours
+    cooldown: int  # within its cooldown
+
+
+class RuleStats(TypedDict):
+    """One rule in ``/api/automation``: its settings, firings and last results."""
+
+    name: str
+    enabled: bool
+    on: list[str]  # event types
+    devices: list[str]  # empty: every doorbell
+    actions: list[str]
+    fired: int
+    last_fired: str | None  # ISO 8601, UTC
+    skipped: SkipCounts
+    last_results: list[ActionResultDict]
+
+
+class AutomationStats(TypedDict):
+    """The body of ``GET /api/automation``."""
+
+    rules: list[RuleStats]
+    running: int  # rule firings whose actions are still running
+    switchbot: BudgetUsageDict | None  # None without a SwitchBot account
 
 
 class _ActionFailed(Exception):
@@ -71,7 +118,7 @@ class ActionResult:
     ok: bool
     detail: str
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ActionResultDict:
         """JSON-friendly view."""
         return {"action": self.action, "ok": self.ok, "detail": self.detail}
 
@@ -86,7 +133,7 @@ class _RuleState:
     last_results: list[ActionResult] = field(default_factory=list)
     last_by_device: dict[str, float] = field(default_factory=dict)  # device id -> clock()
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RuleStats:
         rule = self.rule
         return {
             "name": rule.name,
@@ -416,7 +463,7 @@ class RuleEngine:
 
     # -- state -----------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> AutomationStats:
         """Per rule: firings, skips and last results; plus the SwitchBot call budget."""
         return {
             "rules": [state.as_dict() for state in self._states],

@@ -26,17 +26,54 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from bridge.skybell.payloads import PRESS_TYPES, Event
 
-__all__ = ["EventBus", "EventQueue", "Published", "Subscription"]
+__all__ = [
+    "BusCounts",
+    "BusStats",
+    "EventBus",
+    "EventQueue",
+    "Published",
+    "SubscriberStats",
+    "Subscription",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 Kind = Literal["new", "update"]
 Callback = Callable[[Event], Awaitable[None]]
 _Item = tuple[Kind, Event]
+
+
+class _SubscriberFailures(TypedDict, total=False):
+    # total=False, not NotRequired: Python 3.11 cannot see NotRequired at run time under
+    # postponed annotations (tests/test_api_shapes.py reads __optional_keys__).
+    failures: int  # callbacks that raised; a Subscription's only (a queue has no callback)
+
+
+class SubscriberStats(_SubscriberFailures):
+    """One subscriber's queue."""
+
+    name: str
+    queued: int
+    dropped: int  # oldest deliveries dropped from a full queue
+
+
+class BusCounts(TypedDict):
+    """Reports published, and how many were new events or merged duplicates."""
+
+    published: int
+    new: int
+    duplicates: int
+
+
+class BusStats(BusCounts):
+    """The bus in ``/api/events/stats``."""
+
+    kept: int  # recent events kept for merging duplicates
+    subscribers: list[SubscriberStats]
 
 
 @dataclass(frozen=True)
@@ -89,7 +126,7 @@ class _Sink:
         self.bus._remove(self)
         self._put(None)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SubscriberStats:
         """Name, queue depth and drops."""
         return {"name": self.name, "queued": self.queued, "dropped": self.dropped}
 
@@ -145,7 +182,7 @@ class Subscription(_Sink):
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SubscriberStats:
         """Name, queue depth, drops and callback failures."""
         return {**super().stats(), "failures": self.failures}
 
@@ -174,7 +211,7 @@ class EventBus:
         self._kept: OrderedDict[str, _Entry] = OrderedDict()  # first event id -> entry
         self._aliases: dict[str, str] = {}  # event id or activity key -> first event id
         self._sinks: list[_Sink] = []
-        self._counts = {"published": 0, "new": 0, "duplicates": 0}
+        self._counts: BusCounts = {"published": 0, "new": 0, "duplicates": 0}
         self._closed = False
 
     # -- subscribing ---------------------------------------------------------------------------
@@ -277,7 +314,7 @@ class EventBus:
         """The newest kept events (merged), newest first."""
         return [e.event for e in reversed(self._kept.values())][:limit]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BusStats:
         """Counters and subscribers, for the API and tests."""
         return {
             **self._counts,

@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from bridge.db import Database, open_database
 from bridge.skybell.payloads import Event
 
-__all__ = ["EventLog", "EventPage"]
+__all__ = ["EventLog", "EventPage", "EventPageDict", "LoggedEvent", "LoggedResult"]
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -34,16 +34,51 @@ _COLUMNS = "id, device_id, device, type, time, source, sources, activity_id, kno
 _ORPHAN_GRACE = 300.0
 
 
+class LoggedResult(TypedDict):
+    """What one action did for a logged event."""
+
+    action: str  # "<rule>: <action>"
+    ok: bool
+    detail: str
+    time: str  # ISO 8601, UTC ("...Z")
+
+
+class LoggedEvent(TypedDict):
+    """An event as the log keeps it, with what the rules did about it."""
+
+    id: str
+    device_id: str
+    device: str
+    type: str
+    time: str  # ISO 8601, UTC ("...Z")
+    source: str  # the source that saw it first
+    sources: list[str]  # every source that reported it
+    activity_id: str | None
+    known_device: bool
+    payload: dict[str, Any]  # as the source gave it
+    results: list[LoggedResult]
+
+
+class EventPageDict(TypedDict):
+    """The body of ``GET /api/events``."""
+
+    events: list[LoggedEvent]  # newest first
+    total: int  # events matching the filters
+    limit: int
+    offset: int
+    next_offset: int | None  # None: this is the last page
+
+
 @dataclass(frozen=True)
 class EventPage:
     """One page of a query: events as dicts (with their action results), newest first."""
 
-    events: list[dict[str, Any]]
+    events: list[LoggedEvent]
     total: int
     limit: int
     offset: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> EventPageDict:
         """The JSON body of ``GET /api/events``."""
         following = self.offset + len(self.events)
         return {
@@ -176,7 +211,7 @@ class EventLog:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def get(self, event_id: str) -> dict[str, Any] | None:
+    async def get(self, event_id: str) -> LoggedEvent | None:
         """One event with its results, or None."""
         page = await self._run(self._query, "id = ?", [event_id], 1, 0)
         return page.events[0] if page.events else None
@@ -225,7 +260,7 @@ class EventLog:
         events = [_row(r) for r in rows]
         if events:
             marks = ",".join("?" * len(events))
-            results: dict[str, list[dict[str, Any]]] = {e["id"]: [] for e in events}
+            results = {e["id"]: e["results"] for e in events}  # each event's own list
             for event_id, action, ok, detail, when in db.execute(
                 "SELECT event_id, action, ok, detail, time FROM event_results "  # noqa: S608 - placeholders only
                 f"WHERE event_id IN ({marks}) ORDER BY time, rowid",
@@ -234,8 +269,6 @@ class EventLog:
                 results[event_id].append(
                     {"action": action, "ok": bool(ok), "detail": detail, "time": _iso(when)}
                 )
-            for event in events:
-                event["results"] = results[event["id"]]
         return EventPage(events=events, total=int(total), limit=limit, offset=offset)
 
 
@@ -243,7 +276,7 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _row(row: tuple[Any, ...]) -> dict[str, Any]:
+def _row(row: tuple[Any, ...]) -> LoggedEvent:
     event_id, device_id, device, type_, when, source, sources, activity, known, payload = row
     return {
         "id": event_id,
@@ -256,4 +289,5 @@ def _row(row: tuple[Any, ...]) -> dict[str, Any]:
         "activity_id": activity,
         "known_device": bool(known),
         "payload": json.loads(payload),
+        "results": [],  # filled in by the query, from event_results
     }

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
-from bridge.events.bus import EventBus, Published, Subscription
+from bridge.events.bus import BusStats, EventBus, Published, Subscription
 from bridge.events.log import EventLog
 from bridge.events.options import EventOptions
 from bridge.skybell.client import SkyBellClient
@@ -21,11 +21,38 @@ from bridge.skybell.directory import DeviceDirectory
 from bridge.skybell.models import Device
 from bridge.skybell.payloads import Event
 from bridge.skybell.poller import ActivityPoller
-from bridge.skybell.udp import TOKENS, UdpListener
+from bridge.skybell.udp import TOKENS, UdpCounts, UdpListener
 
-__all__ = ["EventService"]
+__all__ = ["EventService", "EventStats", "PollStats", "UdpStats"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+class UdpStats(UdpCounts):
+    """The UDP listener: its port and what it received."""
+
+    port: int
+
+
+class PollStats(TypedDict):
+    """The activity poller."""
+
+    available: bool  # the last poll worked
+    failures: int  # polls failed in a row
+    published: int
+
+
+class _EventSources(TypedDict, total=False):
+    # total=False, not NotRequired: Python 3.11 cannot see NotRequired at run time under
+    # postponed annotations (tests/test_api_shapes.py reads __optional_keys__).
+    udp: UdpStats  # only with events.udp_enabled
+    poll: PollStats  # only while the cloud is polled
+
+
+class EventStats(_EventSources):
+    """The body of ``GET /api/events/stats``: the bus and the sources that run."""
+
+    bus: BusStats
 
 
 def _udp_tokens(options: EventOptions) -> dict[str, str]:
@@ -91,9 +118,9 @@ class EventService:
         """Hand an event to the bus (dedup, log, subscribers)."""
         return self.bus.publish(event)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EventStats:
         """Counters of the bus and the sources, for ``/api/events/stats``."""
-        out: dict[str, Any] = {"bus": self.bus.stats()}
+        out: EventStats = {"bus": self.bus.stats()}
         if self.udp is not None:
             out["udp"] = {"port": self.udp.port, **self.udp.counts}
         if self.poller is not None:

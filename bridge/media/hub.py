@@ -12,15 +12,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from bridge.clock import SYSTEM_CLOCK, Clock, Timer
 from bridge.errors import AuthError, BridgeError
 from bridge.media.buffers import GopRing, Subscriber, Timeline
-from bridge.media.keyframes import KeyframeKind, KeyframeRequests
+from bridge.media.keyframes import KeyframeKind, KeyframeRequests, KeyframeRequestStats
 from bridge.media.packet import MediaPacket, extract_sps_pps
 
-__all__ = ["Connector", "Hub", "KeyframesNotAnswered", "LiveCall", "MediaStalled", "Stream"]
+__all__ = [
+    "BufferStats",
+    "Connector",
+    "Hub",
+    "KeyframesNotAnswered",
+    "LiveCall",
+    "MediaStalled",
+    "Stream",
+    "StreamStats",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,6 +51,28 @@ class LiveCall(Protocol):
 
 
 Connector = Callable[[], Awaitable[LiveCall]]
+
+
+class BufferStats(TypedDict):
+    """The pre-roll ring: bytes held now and the seconds it keeps."""
+
+    bytes: int
+    seconds: float
+
+
+class StreamStats(TypedDict):
+    """What the hub knows of a stream: the first keys of its entry in ``/api/streams``."""
+
+    state: str  # idle, starting, live, reconnecting, error
+    error: str | None
+    codecs: dict[str, str]  # kind ("video", "audio") -> codec name
+    viewers: dict[str, int]  # subscriber name ("rtsp", "hls", "webrtc", ...) -> how many
+    reconnects: int
+    uptime: float  # seconds live (0 unless live)
+    bytes_in: int
+    keyframes: str  # "ok", "waiting" (a request is on its way) or "not answered"
+    keyframe_requests: KeyframeRequestStats
+    buffer: BufferStats
 
 
 class MediaStalled(BridgeError):
@@ -223,7 +254,7 @@ class Stream:
         """Call ``listener`` when state or subscribers change."""
         self._listeners.append(listener)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StreamStats:
         """A JSON-friendly summary for the API and the status page."""
         uptime = (
             self.clock.now() - self.started_at if self.started_at and self.state == "live" else 0
@@ -239,7 +270,6 @@ class Stream:
             "reconnects": self.reconnects,
             "uptime": round(uptime, 1),
             "bytes_in": self.bytes_in,
-            # "ok", "waiting" (a request is on its way) or "not answered"
             "keyframes": self.keyframes.status,
             "keyframe_requests": self.keyframes.stats(),
             "buffer": {"bytes": self._ring.nbytes, "seconds": self._ring.seconds},

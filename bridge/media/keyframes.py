@@ -21,16 +21,26 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from bridge.clock import SYSTEM_CLOCK, Clock, Timer
 
-__all__ = ["KeyframeKind", "KeyframeRequests"]
+__all__ = ["KeyframeKind", "KeyframeRequestStats", "KeyframeRequests"]
 
 _LOGGER = logging.getLogger(__name__)
 
 KeyframeKind = Literal["pli", "fir"]
 Sender = Callable[[KeyframeKind], None]
+
+
+class KeyframeRequestStats(TypedDict):
+    """Requests sent and answered, in a stream's entry of ``/api/streams``."""
+
+    pli: int
+    fir: int
+    coalesced: int
+    answered: int
+    answer_ms_p50: float | None  # median time to the keyframe; None before the first answer
 
 
 class KeyframeRequests:
@@ -107,7 +117,7 @@ class KeyframeRequests:
             return 0.0
         return max(0.0, self._clock.now() - self._round_sent)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> KeyframeRequestStats:
         """Counters for /api/streams."""
         answers = sorted(self._answer_ms)
         return {

@@ -13,13 +13,14 @@ from bridge.lazy import lazy_exports
 if TYPE_CHECKING:
     from .decoder import SnapshotSource, SnapshotUnavailable, Viewer
     from .options import FrameSpec, MjpegOptions
-    from .service import Fallback, MjpegService, Snapshot
+    from .service import Fallback, MjpegService, MjpegStats, Snapshot
 
 __all__ = [
     "Fallback",
     "FrameSpec",
     "MjpegOptions",
     "MjpegService",
+    "MjpegStats",
     "Snapshot",
     "SnapshotSource",
     "SnapshotUnavailable",
@@ -31,6 +32,6 @@ __getattr__ = lazy_exports(
     {
         ".decoder": ("SnapshotSource", "SnapshotUnavailable", "Viewer"),
         ".options": ("FrameSpec", "MjpegOptions"),
-        ".service": ("Fallback", "MjpegService", "Snapshot"),
+        ".service": ("Fallback", "MjpegService", "MjpegStats", "Snapshot"),
     },
 )

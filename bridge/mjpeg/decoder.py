@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from bridge.errors import BridgeError
 from bridge.media.buffers import StreamEnded, Subscriber
@@ -24,7 +24,14 @@ from bridge.mjpeg.picture import encode_jpeg
 from bridge.mjpeg.worker import CLOCK, Batch, Picture, Result, Worker
 from bridge.tasks import TaskSet
 
-__all__ = ["SnapshotSource", "SnapshotUnavailable", "StreamDecoder", "Viewer"]
+__all__ = [
+    "DecoderStats",
+    "Decoding",
+    "SnapshotSource",
+    "SnapshotUnavailable",
+    "StreamDecoder",
+    "Viewer",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,6 +42,20 @@ _QUEUE_PACKETS = 600
 _KEYFRAME_REQUEST_INTERVAL = 1.0
 
 SnapshotSource = Literal["live", "cache", "cloud"]
+# What the decoder decodes: nothing, every frame (viewers), or keyframes only (snapshots).
+Decoding = Literal["off", "all", "keyframes"]
+
+
+class DecoderStats(TypedDict):
+    """A stream's decoder: its viewers, encoders and frame counts."""
+
+    viewers: int
+    outputs: int  # one per picture size being encoded
+    encoders: int
+    decoding: Decoding
+    frames_decoded: int
+    frames_encoded: int
+    packets_skipped: int
 
 
 class SnapshotUnavailable(BridgeError):
@@ -335,10 +356,10 @@ class StreamDecoder:
 
     # -- status and shutdown -------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> DecoderStats:
         """Viewers, encoders and frame counts, for the status API."""
         run = self._run
-        decoding = "off" if run is None else "all" if self._outputs else "keyframes"
+        decoding: Decoding = "off" if run is None else "all" if self._outputs else "keyframes"
         return {
             "viewers": sum(o.viewers for o in self._outputs.values()),
             "outputs": len(self._outputs),

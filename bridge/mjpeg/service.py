@@ -7,16 +7,22 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from bridge.errors import BridgeError
 from bridge.media.buffers import StreamEnded
 from bridge.media.hub import Stream
-from bridge.mjpeg.decoder import SnapshotSource, SnapshotUnavailable, StreamDecoder, Viewer
+from bridge.mjpeg.decoder import (
+    Decoding,
+    SnapshotSource,
+    SnapshotUnavailable,
+    StreamDecoder,
+    Viewer,
+)
 from bridge.mjpeg.options import FrameSpec, MjpegOptions
 from bridge.mjpeg.picture import fit_jpeg
 
-__all__ = ["Fallback", "MjpegService", "Snapshot", "SnapshotSource"]
+__all__ = ["Fallback", "MjpegService", "MjpegStats", "Snapshot", "SnapshotSource"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -30,6 +36,24 @@ class Snapshot:
 
     jpeg: bytes
     source: SnapshotSource
+
+
+# total=False rather than NotRequired: with postponed annotations, Python 3.11's TypedDict cannot
+# see NotRequired at run time, and tests/test_api_shapes.py reads __optional_keys__.
+class MjpegStats(TypedDict, total=False):
+    """A stream's MJPEG facts: the decoder's keys while it exists, and snapshots by source.
+
+    Empty for a stream that has had neither a viewer nor a snapshot.
+    """
+
+    viewers: int
+    outputs: int
+    encoders: int
+    decoding: Decoding
+    frames_decoded: int
+    frames_encoded: int
+    packets_skipped: int
+    snapshots: dict[str, int]  # source ("live", "cache", "cloud", "failed") -> count
 
 
 class MjpegService:
@@ -100,15 +124,18 @@ class MjpegService:
         counts[source] += 1
         return Snapshot(jpeg, source)
 
-    def stats(self) -> dict[str, dict[str, Any]]:
+    def stats(self) -> dict[str, MjpegStats]:
         """Per stream: viewers, encoders, frames decoded and encoded, snapshots by source."""
         names = sorted(set(self._decoders) | set(self._snapshots))
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, MjpegStats] = {}
         for name in names:
             decoder = self._decoders.get(name)
-            entry = decoder.stats() if decoder is not None else {}
-            entry["snapshots"] = dict(self._snapshots.get(name, {}))
-            out[name] = entry
+            snapshots = dict(self._snapshots.get(name, {}))
+            out[name] = (
+                {**decoder.stats(), "snapshots": snapshots}
+                if decoder is not None
+                else {"snapshots": snapshots}
+            )
         return out
 
     async def close(self) -> None:

@@ -9,15 +9,29 @@ re-arms itself when it fires early, so an event costs no timer churn.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TypedDict
 
 from bridge.clock import Clock, Timer
 from bridge.media.buffers import Subscriber
 from bridge.media.hub import Stream
-from bridge.record.index import Clip
+from bridge.record.index import Clip, ClipDict
 from bridge.record.store import safe_name
 
-__all__ = ["ActiveClip"]
+__all__ = ["ActiveClip", "RecordingDict"]
+
+
+class RecordingDict(TypedDict):
+    """A clip being recorded, as ``/api/record`` gives it."""
+
+    device: str
+    device_id: str
+    event: str  # what started it ("manual" for a manual start)
+    events: int  # events in the clip: the first and each that extended it
+    manual: bool
+    seconds: float  # recorded so far
+    ends_in: float
+    preroll: float
+    clip: ClipDict | None  # the index row, once the first keyframe arrived
 
 
 class ActiveClip:
@@ -72,7 +86,7 @@ class ActiveClip:
         self.deadline = self.cap = self.clock.now()
         self._expire()
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RecordingDict:
         """A JSON-friendly summary for the API."""
         now = self.clock.now()
         return {

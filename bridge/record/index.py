@@ -14,12 +14,12 @@ import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from bridge.db import Database
 from bridge.record.errors import RecordError
 
-__all__ = ["Clip", "ClipIndex", "ClipPage", "ClipSource", "ClipState"]
+__all__ = ["Clip", "ClipDict", "ClipIndex", "ClipPage", "ClipSource", "ClipState"]
 
 ClipState = Literal["recording", "done", "failed"]
 ClipSource = Literal["live", "cloud"]
@@ -48,6 +48,33 @@ _COLUMNS = (
 _SELECT = "SELECT id, " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM clips"  # noqa: S608
 
 
+class ClipDict(TypedDict):
+    """A clip as the API gives it: every ``Clip`` field, then its times in ISO 8601."""
+
+    device_id: str
+    device: str
+    event: str
+    start: float  # Unix seconds
+    path: str
+    state: ClipState
+    end: float | None
+    duration: float
+    size: int
+    video_codec: str
+    audio_codec: str
+    width: int
+    height: int
+    preroll: float
+    source: ClipSource
+    activity_id: str | None
+    thumbnail: str | None
+    uploaded: str
+    note: str
+    id: int
+    start_iso: str
+    end_iso: str | None
+
+
 @dataclass(frozen=True)
 class Clip:
     """One indexed clip."""
@@ -73,12 +100,34 @@ class Clip:
     note: str = ""  # why a clip failed or ended early
     id: int = 0  # 0 until indexed
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ClipDict:
         """JSON-friendly fields, with ISO-8601 times beside the Unix ones."""
-        out = dataclasses.asdict(self)
-        out["start_iso"] = _iso(self.start)
-        out["end_iso"] = _iso(self.end) if self.end is not None else None
-        return out
+        # Spelt out rather than dataclasses.asdict, so mypy checks each value against the
+        # declared shape; the keys keep the fields' order, as the API has always given them.
+        return {
+            "device_id": self.device_id,
+            "device": self.device,
+            "event": self.event,
+            "start": self.start,
+            "path": self.path,
+            "state": self.state,
+            "end": self.end,
+            "duration": self.duration,
+            "size": self.size,
+            "video_codec": self.video_codec,
+            "audio_codec": self.audio_codec,
+            "width": self.width,
+            "height": self.height,
+            "preroll": self.preroll,
+            "source": self.source,
+            "activity_id": self.activity_id,
+            "thumbnail": self.thumbnail,
+            "uploaded": self.uploaded,
+            "note": self.note,
+            "id": self.id,
+            "start_iso": _iso(self.start),
+            "end_iso": _iso(self.end) if self.end is not None else None,
+        }
 
 
 @dataclass(frozen=True)

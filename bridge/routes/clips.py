@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -28,11 +28,12 @@ from bridge.record import (
     S3Options,
     StorageFull,
 )
-from bridge.record.index import Clip
+from bridge.record.active import RecordingDict
+from bridge.record.index import Clip, ClipDict
 from bridge.record.s3 import S3Uploader
 from bridge.routes.common import HUB, error, int_query, path_id, stream_from_query
 
-__all__ = ["RECORDER", "STORE", "UPLOADER", "setup"]
+__all__ = ["RECORDER", "STORE", "UPLOADER", "ClipEntry", "ClipList", "RecordingList", "setup"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,12 +67,33 @@ def _time_param(request: web.Request, name: str) -> float | None:
     return when
 
 
-def _describe(clip: Clip) -> dict[str, Any]:
-    out = clip.as_dict()
+class ClipEntry(ClipDict):
+    """A clip in ``GET /api/clips`` and ``GET /api/clips/{id}``: the index row and its URLs."""
+
+    video_url: str
+    thumbnail_url: str | None  # None: no thumbnail was made
+
+
+class ClipList(TypedDict):
+    """The body of ``GET /api/clips``: a page, newest first."""
+
+    clips: list[ClipEntry]
+    next_cursor: str | None  # pass back as ?cursor= for the next page; None: the last page
+
+
+class RecordingList(TypedDict):
+    """The body of ``GET /api/record``: the clips being recorded now."""
+
+    recording: list[RecordingDict]
+
+
+def _describe(clip: Clip) -> ClipEntry:
     base = f"/api/clips/{clip.id}"
-    out["video_url"] = base + "/video"
-    out["thumbnail_url"] = base + "/thumbnail" if clip.thumbnail else None
-    return out
+    return {
+        **clip.as_dict(),
+        "video_url": base + "/video",
+        "thumbnail_url": base + "/thumbnail" if clip.thumbnail else None,
+    }
 
 
 async def _list(request: web.Request) -> web.Response:
@@ -85,9 +107,8 @@ async def _list(request: web.Request) -> web.Response:
         page = await request.app[STORE].query(**filters)
     except RecordError as err:  # a cursor that is not one of ours
         raise error(web.HTTPBadRequest, str(err)) from None
-    return web.json_response(
-        {"clips": [_describe(c) for c in page.clips], "next_cursor": page.next_cursor}
-    )
+    body: ClipList = {"clips": [_describe(c) for c in page.clips], "next_cursor": page.next_cursor}
+    return web.json_response(body)
 
 
 async def _clip(request: web.Request) -> Clip:
@@ -168,7 +189,8 @@ async def _record(request: web.Request) -> web.Response:
 
 
 async def _recording(request: web.Request) -> web.Response:
-    return web.json_response({"recording": [j.as_dict() for j in request.app[RECORDER].active()]})
+    body: RecordingList = {"recording": [j.as_dict() for j in request.app[RECORDER].active()]}
+    return web.json_response(body)
 
 
 def setup(

@@ -7,37 +7,95 @@ doorbells and makes a stream for each (``HUB``, ``DEVICES``); at the end it ends
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TypedDict
 
 import aiohttp
 from aiohttp import web
 
 from bridge.media.aiortc_patch import parse_host_addresses
-from bridge.media.hub import Connector, Hub, LiveCall, Stream
+from bridge.media.hub import Connector, Hub, LiveCall, Stream, StreamStats
 from bridge.media.live import open_live_call
 from bridge.media.options import StreamOptions
+from bridge.mjpeg import MjpegStats
 from bridge.routes.common import DEVICES, HUB, error, find_stream, stream_from_query
 from bridge.skybell import SkyBellClient
+from bridge.webrtc import WebRtcStats
 
-__all__ = ["STREAM_INFO", "setup"]
+__all__ = [
+    "STREAM_INFO",
+    "Consumer",
+    "Producer",
+    "StreamEntry",
+    "StreamExtras",
+    "StreamsBody",
+    "setup",
+]
 
-# Extra per-stream facts (device name, online state, per-output viewer counts) that the app
-# knows and the hub does not; returns a dict merged into the stream's entry.
 _MAX_WARM = 3600.0  # a forgotten warm-up must not hold a doorbell's session for days
 
-STREAM_INFO: web.AppKey[Callable[[Stream], dict[str, Any]]] = web.AppKey("stream_info")
+
+# Optional keys are declared with total=False rather than NotRequired: with postponed
+# annotations, Python 3.11's TypedDict cannot see NotRequired at run time, and
+# tests/test_api_shapes.py checks bodies against __required_keys__ and __optional_keys__.
+class StreamExtras(TypedDict, total=False):
+    """Per-stream facts the app knows and the hub does not (see ``bridge.app``).
+
+    The bridge always gives ``mjpeg`` and ``webrtc``, and the device's keys for a doorbell on
+    the account (every stream is one); an app built without them leaves them out.
+    """
+
+    mjpeg: MjpegStats
+    webrtc: WebRtcStats
+    device: str  # the doorbell's name as the SkyBell app shows it
+    online: bool
+    battery: int | None  # percent; None for wired models
 
 
-def _describe(app: web.Application, stream: Stream) -> dict[str, Any]:
-    info = stream.stats()
-    info.update(id=stream.device_id, name=stream.name)
-    extra = app.get(STREAM_INFO)
-    if extra is not None:
-        info.update(extra(stream))
+class Producer(TypedDict):
+    """go2rtc's producer entry: where the stream comes from."""
+
+    url: str  # skybell:<device id>
+    state: str
+
+
+class Consumer(TypedDict):
+    """go2rtc's consumer entry: one per kind of subscriber."""
+
+    name: str
+    count: int
+
+
+class StreamEntry(StreamStats, StreamExtras):
+    """One stream in ``GET /api/streams`` (and the whole body with ``?src=``)."""
+
+    id: str  # the SkyBell device id
+    name: str  # the stream name
     # go2rtc clients (Home Assistant's integration, the WebRTC card) look for these two lists.
-    info["producers"] = [{"url": f"skybell:{stream.device_id}", "state": stream.state}]
-    info["consumers"] = [{"name": name, "count": n} for name, n in info["viewers"].items()]
-    return info
+    producers: list[Producer]
+    consumers: list[Consumer]
+
+
+# The body of GET /api/streams: stream name -> entry.
+StreamsBody = dict[str, StreamEntry]
+
+# Extra per-stream facts (device name, online state, per-output viewer counts) that the app
+# knows and the hub does not, merged into the stream's entry.
+STREAM_INFO: web.AppKey[Callable[[Stream], StreamExtras]] = web.AppKey("stream_info")
+
+
+def _describe(app: web.Application, stream: Stream) -> StreamEntry:
+    stats = stream.stats()
+    extra = app.get(STREAM_INFO)
+    extras: StreamExtras = extra(stream) if extra is not None else {}
+    # Keys in this order (hub, ids, the app's, go2rtc's), as the entry has always had them.
+    return {
+        **stats,
+        "id": stream.device_id,
+        "name": stream.name,
+        **extras,
+        "producers": [{"url": f"skybell:{stream.device_id}", "state": stream.state}],
+        "consumers": [{"name": name, "count": n} for name, n in stats["viewers"].items()],
+    }
 
 
 async def _streams(request: web.Request) -> web.Response:
@@ -46,7 +104,8 @@ async def _streams(request: web.Request) -> web.Response:
     if src is not None:
         stream = find_stream(hub, src)
         return web.json_response(_describe(request.app, stream))
-    return web.json_response({s.name: _describe(request.app, s) for s in hub.streams})
+    body: StreamsBody = {s.name: _describe(request.app, s) for s in hub.streams}
+    return web.json_response(body)
 
 
 async def _warm(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -27,11 +27,12 @@ from bridge.webrtc import (
     ViewerLimitError,
     WebRtcOptions,
     WebRtcOutput,
+    WebRtcStats,
     WhepViewer,
 )
 from bridge.webrtc.offer import MAX_SDP
 
-__all__ = ["WEBRTC", "setup", "stream_stats"]
+__all__ = ["WEBRTC", "StreamWebRtc", "setup", "stream_stats"]
 
 WEBRTC = web.AppKey("webrtc", WebRtcOutput)
 _SESSION_ROUTE = "webrtc-session"
@@ -40,6 +41,12 @@ _JSON_FORM = 'expected {"type": "offer", "sdp": "..."}'
 # JSON escaping of an SDP at its own limit; offers between the two get parse_offer's 400 that
 # says why, anything larger a 413 before it is read.
 _MAX_BODY = 4 * MAX_SDP
+
+
+class StreamWebRtc(TypedDict, total=False):
+    """The ``webrtc`` key of a stream's entry in ``/api/streams``; absent without the output."""
+
+    webrtc: WebRtcStats
 
 
 def _too_large(size: int) -> web.HTTPException:
@@ -108,7 +115,7 @@ async def _delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def stream_stats(app: web.Application, stream: Stream) -> dict[str, Any]:
+def stream_stats(app: web.Application, stream: Stream) -> StreamWebRtc:
     """``{"webrtc": ...}`` for the status API: sessions, their state, whether audio is relayed."""
     output = app.get(WEBRTC)
     return {"webrtc": output.stats(stream)} if output is not None else {}

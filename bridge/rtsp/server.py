@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TypedDict
 
 from bridge.authlimit import AuthLimiter
 from bridge.limits import ConnectionLimiter
@@ -16,9 +16,17 @@ from bridge.rtsp.feed import AudioMode, FeedRegistry
 from bridge.rtsp.message import format_response
 from bridge.tasks import TaskSet
 
-__all__ = ["RtspServer"]
+__all__ = ["RtspServer", "RtspStats"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+class RtspStats(TypedDict):
+    """Connections, sessions, and playing clients per stream name."""
+
+    connections: int
+    sessions: int
+    streams: dict[str, int]
 
 
 class RtspServer:
@@ -91,7 +99,7 @@ class RtspServer:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RtspStats:
         """Connections, and playing clients per stream name."""
         streams: dict[str, int] = {}
         for session in self._ctx.sessions.values():

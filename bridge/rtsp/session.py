@@ -17,7 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from bridge.media.buffers import StreamEnded, Subscriber
 from bridge.media.hub import Stream
@@ -27,7 +27,7 @@ from bridge.rtsp.message import Transport
 from bridge.rtsp.rtp import rtp_header, sender_report
 from bridge.rtsp.sdp import TrackInfo
 
-__all__ = ["RtspSession"]
+__all__ = ["RtspSession", "RtspSessionStats"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -115,6 +115,15 @@ async def _bind_pair(host: str, touch: Callable[[], None]) -> tuple[asyncio.Data
                 return rtp, rtcp
         rtp.close()
     raise OSError("no free UDP port pair")
+
+
+class RtspSessionStats(TypedDict):
+    """One session: its stream, transport, whether it plays, and packets sent."""
+
+    stream: str
+    transport: Literal["tcp", "udp"]
+    playing: bool
+    packets: int
 
 
 class RtspSession:
@@ -318,7 +327,7 @@ class RtspSession:
             self._out = []
             await asyncio.wait_for(self._writer.drain(), _DRAIN_TIMEOUT)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> RtspSessionStats:
         """Per-session numbers for the server's stats."""
         return {
             "stream": self.stream.name,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from time import monotonic
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from bridge.skybell.models import Activity, Device, _parse_time
 
@@ -26,6 +26,7 @@ __all__ = [
     "PRESS_TYPES",
     "SOURCES",
     "Event",
+    "EventDict",
     "PayloadError",
     "event_from_activity",
     "event_from_query",
@@ -56,6 +57,23 @@ class PayloadError(ValueError):
     """A webhook payload (or query) does not have the documented shape."""
 
 
+class EventDict(TypedDict):
+    """An event as the live feed (``/api/events/stream``) and webhook actions give it."""
+
+    id: str
+    device_id: str
+    device: str
+    type: str
+    time: str  # ISO 8601, UTC ("...Z")
+    source: str
+    sources: list[str]
+    activity_id: str | None
+    known_device: bool
+    has_preview: bool
+    received_monotonic: float
+    payload: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Event:
     """Something a doorbell did, as seen by one or more sources."""
@@ -76,7 +94,7 @@ class Event:
     received: float = field(default_factory=monotonic, compare=False)
     preview: bytes | None = field(default=None, repr=False, compare=False)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> EventDict:
         """JSON-friendly view (no preview bytes), as the log and the HTTP API give it."""
         return {
             "id": self.id,

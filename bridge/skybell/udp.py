@@ -14,7 +14,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from bridge.skybell.directory import DeviceDirectory
 from bridge.skybell.models import Device
@@ -27,6 +27,7 @@ __all__ = [
     "MOTION_PACKET",
     "MOTION_TOKEN",
     "TOKENS",
+    "UdpCounts",
     "UdpListener",
     "encode_packet",
     "parse_packet",
@@ -71,6 +72,15 @@ def parse_packet(data: bytes) -> str | None:
         return None
 
 
+class UdpCounts(TypedDict):
+    """Datagrams received, and what became of them."""
+
+    received: int
+    events: int  # published as events
+    junk: int  # not a SkyBell packet
+    unknown_sender: int  # from an address that is none of the account's doorbells
+
+
 class UdpListener(asyncio.DatagramProtocol):
     """Listens for doorbell datagrams and publishes an event for each one it understands."""
 
@@ -86,7 +96,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.host = host
         self.port = port
         self.tokens = dict(TOKENS if tokens is None else tokens)
-        self.counts = {"received": 0, "events": 0, "junk": 0, "unknown_sender": 0}
+        self.counts: UdpCounts = {"received": 0, "events": 0, "junk": 0, "unknown_sender": 0}
         self._directory = directory
         self._publish = publish
         self._transport: asyncio.DatagramTransport | None = None

@@ -13,7 +13,7 @@ from bridge.lazy import lazy_exports
 if TYPE_CHECKING:
     from .errors import OfferError, StreamUnavailable, ViewerLimitError, WebRtcOutError
     from .options import WebRtcOptions
-    from .output import WebRtcOutput
+    from .output import WebRtcOutput, WebRtcStats
     from .viewer import WhepViewer
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "WebRtcOptions",
     "WebRtcOutError",
     "WebRtcOutput",
+    "WebRtcStats",
     "WhepViewer",
 ]
 
@@ -31,7 +32,7 @@ __getattr__ = lazy_exports(
     {
         ".errors": ("OfferError", "ViewerLimitError", "StreamUnavailable", "WebRtcOutError"),
         ".options": ("WebRtcOptions",),
-        ".output": ("WebRtcOutput",),
+        ".output": ("WebRtcOutput", "WebRtcStats"),
         ".viewer": ("WhepViewer",),
     },
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 from aiortc import RTCIceServer
 
@@ -13,11 +13,20 @@ from bridge.media.hub import Stream
 
 from .errors import StreamUnavailable, ViewerLimitError
 from .offer import parse_offer
-from .viewer import KeyframeGate, WhepViewer
+from .viewer import KeyframeGate, ViewerStats, WhepViewer
 
-__all__ = ["WebRtcOutput"]
+__all__ = ["WebRtcOutput", "WebRtcStats"]
 
 logger = logging.getLogger(__name__)
+
+
+class WebRtcStats(TypedDict):
+    """A stream's WebRTC viewers, in its entry of ``/api/streams``."""
+
+    sessions: int
+    limit: int  # the most sessions the stream takes (webrtc.max_sessions)
+    keyframes_forwarded: int  # viewers' keyframe requests passed on to the doorbell
+    viewers: list[ViewerStats]
 
 
 class WebRtcOutput:
@@ -101,7 +110,7 @@ class WebRtcOutput:
         if not self.sessions(session.stream):
             self._gates.pop(session.stream, None)
 
-    def stats(self, stream: Stream) -> dict[str, Any]:
+    def stats(self, stream: Stream) -> WebRtcStats:
         """Viewer sessions of ``stream``: count, limit, and each one's state and audio."""
         gate = self._gates.get(stream)
         return {

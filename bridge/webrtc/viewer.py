@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender
 from aiortc import RTCSessionDescription as Description
@@ -29,7 +29,7 @@ from .errors import OfferError, StreamUnavailable
 from .offer import Offer, VideoChoice, choose_audio, choose_video
 from .tracks import AudioRelayTrack, H264RelayTrack, RelayFeed
 
-__all__ = ["KeyframeGate", "WhepViewer"]
+__all__ = ["KeyframeGate", "VideoStats", "ViewerStats", "WhepViewer"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,34 @@ _NEGOTIATION_ERRORS = (
     OperationError,
 )
 _labels = itertools.count(1)
+
+
+class VideoStats(TypedDict):
+    """The H.264 entry a viewer was answered with, against the doorbell's profile."""
+
+    payload_type: int
+    profile_level_id: str
+    source_profile: str
+    profile_match: bool
+
+
+class ViewerStats(TypedDict):
+    """One WebRTC viewer session in ``/api/streams`` (its label, never its secret id)."""
+
+    id: str
+    state: str  # "new", then aiortc's connection state
+    age: float
+    video: VideoStats | None  # None until the offer is answered
+    audio: str | None  # the relayed audio codec; None: no audio
+    audio_relayed: bool
+    audio_note: str
+    frames_sent: int
+    keyframes_sent: int
+    bytes_sent: int
+    frames_squeezed: int
+    audio_frames_sent: int
+    keyframe_requests: int
+    keyframes_forwarded: int
 
 
 class KeyframeGate:
@@ -275,7 +303,7 @@ class WhepViewer:
 
     # -- stats -------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ViewerStats:
         """A JSON-friendly summary (without the session id, which is a credential)."""
         video, audio = self._video_track, self._audio_track
         choice = self.video
