@@ -105,7 +105,11 @@ async def make_rig() -> AsyncIterator[RigFactory]:
         **options: Any,
     ) -> Rig:
         # The simulated cloud's device id, so the cloud fallback finds this doorbell.
-        hub = Hub(backoff=options.pop("backoff", (0.05, 0.2)), idle_timeout=5.0)
+        hub = Hub(
+            backoff=options.pop("backoff", (0.05, 0.2)),
+            idle_timeout=5.0,
+            silence_timeout=options.pop("silence_timeout", 2.0),
+        )
         stream = hub.add(FRONT, "front-door", connector or Connector())
         opts = MjpegOptions(**options)
 
@@ -243,7 +247,9 @@ async def test_a_burst_of_late_frames_skips_to_the_newest_keyframe(make_rig: Rig
     async def connect() -> LiveCall:
         return session
 
-    rig = await make_rig(connect, fps=15)
+    # The stall outlasts the hub's default silence_timeout (2 s), which would rightly reconnect
+    # instead; a relay whose hiccups are this long is what streams.silence_timeout is for.
+    rig = await make_rig(connect, fps=15, silence_timeout=5.0)
     async with rig.http.get(rig.url("/api/stream.mjpeg")) as resp:
         await read_parts(resp, 10)
         async with asyncio.timeout(10):
