@@ -8,7 +8,6 @@ import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from yarl import URL
 from bridge.hls import HlsOptions
 from bridge.media.hub import Hub, Stream
 from bridge.routes import hls
+from bridge.routes.web import WEB_ROOT
 
 from .app_util import make_app
 from .fake_doorbell import run
@@ -33,7 +33,7 @@ from .web_util import (  # noqa: F401 - browser_fixture is a fixture
     until,
 )
 
-WEB = Path(__file__).resolve().parents[1] / "web"
+WEB = WEB_ROOT
 # One segment per 1 s section (the change forces the cut), three in the window: discontinuities
 # slide out every second, so EXT-X-DISCONTINUITY-SEQUENCE has to move.
 OPTIONS = {"segment_target": 1.0, "part_target": 0.25, "window": 3}

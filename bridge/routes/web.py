@@ -1,4 +1,4 @@
-"""The browser page: ``web/`` served at ``/``, its public facts, and login/logout.
+"""The browser page: ``bridge/web/`` served at ``/``, its public facts, and login/logout.
 
 - ``GET /`` and ``GET /<file>``: the static page. Only files found under ``web/`` when the app
   is built get a route, each by its exact path, so no URL can name anything outside the folder
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -42,7 +43,9 @@ __all__ = ["WEB_ROOT", "setup"]
 
 _LOGGER = logging.getLogger(__name__)
 
-WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+# Package data, so a wheel installed anywhere (not only this checkout) serves the page. Packages
+# are installed unpacked, so the resource is a real folder on disk.
+WEB_ROOT = Path(str(resources.files("bridge") / "web"))
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
