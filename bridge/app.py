@@ -28,6 +28,7 @@ from bridge.routes import (
     archive,
     automation,
     clips,
+    devices,
     events,
     hls,
     limits,
@@ -115,6 +116,7 @@ def build_app(
     clips_dir = settings.storage.clips_dir
 
     streams.setup(app, settings.streams, client, http)
+    devices.setup(app, client)
     clips.setup(app, settings.record, settings.s3, clips_dir=clips_dir)
     archive.setup(app, settings.archive, client, http)
     events.setup(app, settings.events, client, log_path=clips_dir / INDEX_NAME)

@@ -6,6 +6,7 @@ boundary per package and raised ``from`` the original, so callers only ever hand
     BridgeError
     ├── ConfigError              bad settings; the CLI exits 2 with the message
     ├── UnknownDevice            a name or id that matches no doorbell on the account
+    ├── SettingsError            a doorbell setting the user asked for is unknown or invalid
     └── CloudError               anything the SkyBell cloud (or the way to it) did wrong
         ├── AuthError            credentials refused; never retried blindly
         ├── ApiError             the envelope said error=true, or data=false, or a 4xx
@@ -45,6 +46,19 @@ class UnknownDevice(BridgeError):
         hint = ", ".join(known) if known else "none"
         super().__init__(f"unknown device {wanted!r}; known devices: {hint}")
         self.wanted = wanted
+
+
+class SettingsError(BridgeError):
+    """A doorbell setting to change is unknown, of the wrong type or out of range.
+
+    The message is one line (``key: reason``) whatever the input, so it can go back as is in an
+    HTTP 400 or an MQTT error state.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
 
 
 class CloudError(BridgeError):

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.sim.device_settings import default_settings, settings_problem
+
 __all__ = [
     "API_PREFIX",
     "DEFAULT_API_KEY",
@@ -52,7 +54,6 @@ _TRIGGER_EVENTS = frozenset(
         "sound",
     }
 )
-_RESOLUTIONS = {0: "480p", 1: "720p low", 2: "720p high", 3: "1080p"}
 
 # (device, the sim's own base URL) -> the live-call data object. Issue-3 signaling plugs in here.
 LiveProvider = Callable[["SimDevice", str], Awaitable[dict[str, Any]]]
@@ -96,7 +97,8 @@ class SimDevice:
             "last_connected": connected,
             "last_disconnected": disconnected if self.online else _iso(now_ms),
             "name": self.name,
-            "settings": {"device_name": self.name, **self.settings},
+            # The seed's defaults for what was never changed, as the real object has them all.
+            "settings": {"device_name": self.name, **default_settings(), **self.settings},
             "device_settings": {
                 "model_rev": self.model,
                 "serial_number": self.serial,
@@ -407,9 +409,9 @@ class SimCloud:
         if isinstance(found, web.Response):
             return found
         body = await _json_body(request)
-        quality = body.get("image_quality", found.settings.get("image_quality", 0))
-        if quality not in _RESOLUTIONS:
-            return _fail(400, "image_quality must be 0, 1, 2 or 3")
+        problem = settings_problem(body)
+        if problem is not None:
+            return _fail(400, problem)
         if "device_name" in body:
             found.name = str(body["device_name"])
         found.settings.update(body)
