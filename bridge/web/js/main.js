@@ -4,6 +4,7 @@ import { api, displayName, streams } from './api.js';
 import { fill, h } from './dom.js';
 import { EventFeed } from './feed.js';
 import * as clips from './views/clips.js';
+import * as doorbell from './views/doorbell.js';
 import * as events from './views/events.js';
 import * as home from './views/home.js';
 import * as live from './views/live.js';
@@ -14,6 +15,7 @@ import * as status from './views/status.js';
 const ROUTES = [
   { name: 'home', re: /^\/?$/, view: home, title: 'Doorbells' },
   { name: 'live', re: /^\/live\/([^/]+)$/, view: live, title: 'Live' },
+  { name: 'doorbell', re: /^\/doorbell\/([^/]+)$/, view: doorbell, title: 'Doorbell settings' },
   { name: 'clips', re: /^\/clips$/, view: clips, title: 'Clips' },
   { name: 'events', re: /^\/events$/, view: events, title: 'Events' },
   { name: 'status', re: /^\/status$/, view: status, title: 'Status' },

@@ -77,9 +77,12 @@ function makeCard(name) {
   const picture = h('div', { class: 'thumb' });
   const facts = h('p', { class: 'facts' });
   const last = h('p', { class: 'last-event' });
+  const settingsLink = h('a', { class: 'button', href: `#/doorbell/${encodeURIComponent(name)}`, 'aria-label': `Doorbell settings of ${name}` }, 'Settings');
   const el = h('article', { class: 'card doorbell', dataset: { stream: name } },
     picture, title, facts, last,
-    h('a', { class: 'button primary', href: `#/live/${encodeURIComponent(name)}` }, 'View live'));
+    h('div', { class: 'controls' },
+      h('a', { class: 'button primary', href: `#/live/${encodeURIComponent(name)}` }, 'View live'),
+      settingsLink));
   let objectUrl = null;
   let loadedAt = 0;
   let loading = false;
@@ -127,6 +130,7 @@ function makeCard(name) {
       card.info = next;
       const label = displayName(next);
       fill(title.firstChild, label);
+      settingsLink.setAttribute('aria-label', `Doorbell settings of ${label}`);
       const bits = [h('span', { class: `badge ${next.online === false ? 'bad' : 'good'}` }, next.online === false ? 'Offline' : 'Online')];
       if (next.battery !== null && next.battery !== undefined) bits.push(h('span', { class: 'badge' }, `Battery ${next.battery}%`));
       bits.push(h('span', { class: `badge state-${next.state}` }, next.state));

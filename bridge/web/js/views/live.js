@@ -46,7 +46,8 @@ export function render(root, params, ctx) {
   choose.value = ORDER.includes(wanted) ? wanted : '';
 
   root.append(
-    h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← Doorbells')),
+    h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← Doorbells'), ' · ',
+      h('a', { href: `#/doorbell/${encodeURIComponent(name)}` }, 'Doorbell settings')),
     heading, stage,
     h('div', { class: 'controls', role: 'group', 'aria-label': 'Live view controls' },
       mute, full, snap, record, retry,
