@@ -143,6 +143,19 @@ def test_bad_input_names_the_key(partial: Any, message: str) -> None:
     assert str(caught.value).startswith(message)
 
 
+def test_messages_stay_short_whatever_the_value() -> None:
+    huge = 10**4000  # json.loads reads integers up to 4300 digits
+    with pytest.raises(SettingsError) as caught:
+        validate_settings({"brightness": huge})
+    assert (
+        str(caught.value)
+        == "brightness: 1000000000000000000000000000000000000... is out of range 0 to 1000"
+    )
+    with pytest.raises(SettingsError) as caught:
+        validate_settings({"led_color": "#" + "f" * 10_000})
+    assert len(str(caught.value)) < 100
+
+
 def test_led_on_off_is_the_colour() -> None:
     assert validate_settings({"led": False}) == {"led_color": "#000000"}
     assert validate_settings({"led": True}) == {"led_color": LED_DEFAULT_COLOUR}

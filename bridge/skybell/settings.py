@@ -390,7 +390,7 @@ def _checked(setting: Setting, value: Any) -> Any:
         if not setting.in_range(number):
             raise SettingsError(
                 setting.key,
-                f"{number} is out of range {setting.minimum} to {setting.maximum}",
+                f"{_shown(number)} is out of range {setting.minimum} to {setting.maximum}",
             )
         return number
     if setting.kind == "colour":
