@@ -467,3 +467,15 @@ async def test_simulated_cloud_refuses_what_the_seed_calls_invalid(world: SimWor
     assert device["settings"]["skybell_chime"] is False
     assert device["settings"]["motion_zone_config"]["x"] == 3
     assert device["settings"]["speaker_volume"] == 0  # a default never changed
+
+
+async def test_an_offline_doorbell_gets_its_settings_when_back(
+    make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    # Seed: the cloud saves the change, and a device that is not online fetches it once back;
+    # only an online doorbell that does not answer in time is a 599.
+    bridge = await make_bridge()
+    world.cloud.devices[FRONT].online = False
+    status, body, _ = await _post(_url(bridge, "front-door"), json={"chime_file": "home.wav"})
+    assert (status, body["settings"]["chime_file"]) == (200, "home.wav")
+    assert world.cloud.devices[FRONT].settings["chime_file"] == "home.wav"
