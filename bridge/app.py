@@ -32,6 +32,7 @@ from bridge.routes import (
     events,
     hls,
     limits,
+    metrics,
     mjpeg,
     rtsp,
     streams,
@@ -91,8 +92,15 @@ def _middlewares(srv: ServerSettings, limiter: ConnectionLimiter) -> list[Middle
     policy = HostPolicy((srv.host, srv.rtsp_host), srv.allowed_hosts)
     middlewares = [limits.limits_middleware(limiter), guard_middleware(policy, exempt=_OPEN_PATHS)]
     if srv.password is not None:
+        # server.metrics_token lets Prometheus scrape /metrics without holding the password.
+        token = srv.metrics_token
         middlewares.append(
-            basic_auth_middleware(srv.username, srv.password.reveal(), open_paths=_OPEN_PATHS)
+            basic_auth_middleware(
+                srv.username,
+                srv.password.reveal(),
+                open_paths=_OPEN_PATHS,
+                bearer_tokens={metrics.METRICS_PATH: token.reveal()} if token else None,
+            )
         )
     return middlewares
 
@@ -128,6 +136,7 @@ def build_app(
     hls.setup(app, settings.hls)
     mjpeg.setup(app, settings.mjpeg, mjpeg.cloud_fallback(client))
     webrtc.setup(app, settings.webrtc)
+    metrics.setup(app)
     web_page.setup(
         app,
         # Read per request: RTSP binds after the app has started (and may ask for port 0).

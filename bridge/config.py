@@ -77,6 +77,9 @@ class ServerSettings:
     rtsp_port: int = field(default=8554, metadata=bounds(0, 65535))
     username: str = ""
     password: Secret | None = None
+    # Prometheus sends `Authorization: Bearer <token>`: this token grants GET /metrics (and
+    # nothing else) without the password, so a scraper's config never holds the password.
+    metrics_token: Secret | None = None
     # "any" offers Digest and Basic; some NVRs only speak one of them.
     rtsp_auth: RtspAuth = "any"
     # AAC is what Frigate and most NVRs can record; passthrough keeps G.711 as the doorbell sends it.

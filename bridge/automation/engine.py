@@ -56,6 +56,7 @@ __all__ = [
     "ActionResultDict",
     "AutomationStats",
     "ClipStarter",
+    "OutcomeCounts",
     "RuleEngine",
     "RuleStats",
     "SkipCounts",
@@ -84,6 +85,13 @@ class SkipCounts(TypedDict):
     cooldown: int  # within its cooldown
 
 
+class OutcomeCounts(TypedDict):
+    """A rule's finished actions since start, by outcome."""
+
+    ok: int
+    failed: int
+
+
 class RuleStats(TypedDict):
     """One rule in ``/api/automation``: its settings, firings and last results."""
 
@@ -95,6 +103,7 @@ class RuleStats(TypedDict):
     fired: int
     last_fired: str | None  # ISO 8601, UTC
     skipped: SkipCounts
+    outcomes: OutcomeCounts
     last_results: list[ActionResultDict]
 
 
@@ -130,6 +139,8 @@ class _RuleState:
     last_fired: float | None = None
     skipped_window: int = 0
     skipped_cooldown: int = 0
+    actions_ok: int = 0
+    actions_failed: int = 0
     last_results: list[ActionResult] = field(default_factory=list)
     last_by_device: dict[str, float] = field(default_factory=dict)  # device id -> clock()
 
@@ -144,6 +155,7 @@ class _RuleState:
             "fired": self.fired,
             "last_fired": _iso(self.last_fired),
             "skipped": {"window": self.skipped_window, "cooldown": self.skipped_cooldown},
+            "outcomes": {"ok": self.actions_ok, "failed": self.actions_failed},
             "last_results": [r.as_dict() for r in self.last_results],
         }
 
@@ -349,6 +361,9 @@ class RuleEngine:
             *(self._act(state.rule, a, event) for a in state.rule.actions)
         )
         state.last_results = list(results)
+        ok = sum(1 for r in results if r.ok)
+        state.actions_ok += ok
+        state.actions_failed += len(results) - ok
 
     async def _act(self, rule: Rule, action: Action, event: Event) -> ActionResult:
         label = f"{rule.name}: {action.label}"

@@ -72,6 +72,8 @@ class BusCounts(TypedDict):
 class BusStats(BusCounts):
     """The bus in ``/api/events/stats``."""
 
+    # Reports published, duplicates included: source ("udp", "webhook", ...) -> type -> count.
+    by_source: dict[str, dict[str, int]]
     kept: int  # recent events kept for merging duplicates
     subscribers: list[SubscriberStats]
 
@@ -212,6 +214,7 @@ class EventBus:
         self._aliases: dict[str, str] = {}  # event id or activity key -> first event id
         self._sinks: list[_Sink] = []
         self._counts: BusCounts = {"published": 0, "new": 0, "duplicates": 0}
+        self._by_source: dict[str, dict[str, int]] = {}
         self._closed = False
 
     # -- subscribing ---------------------------------------------------------------------------
@@ -244,6 +247,8 @@ class EventBus:
     def publish(self, event: Event) -> Published:
         """Deliver ``event`` unless it duplicates a kept one, in which case merge it in."""
         self._counts["published"] += 1
+        types = self._by_source.setdefault(event.source, {})
+        types[event.type] = types.get(event.type, 0) + 1
         now = self._clock()
         self._prune(now)
         entry = self._match(event)
@@ -318,6 +323,7 @@ class EventBus:
         """Counters and subscribers, for the API and tests."""
         return {
             **self._counts,
+            "by_source": {source: dict(types) for source, types in self._by_source.items()},
             "kept": len(self._kept),
             "subscribers": [s.stats() for s in self._sinks],
         }

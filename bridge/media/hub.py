@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypedDict
 from bridge.clock import SYSTEM_CLOCK, Clock, Timer
 from bridge.errors import AuthError, BridgeError
 from bridge.media.buffers import GopRing, Subscriber, Timeline
+from bridge.media.histogram import FIRST_FRAME_BOUNDS, Histogram, HistogramStats
 from bridge.media.keyframes import KeyframeKind, KeyframeRequests, KeyframeRequestStats
 from bridge.media.packet import MediaPacket, extract_sps_pps
 
@@ -73,6 +74,8 @@ class StreamStats(TypedDict):
     keyframes: str  # "ok", "waiting" (a request is on its way) or "not answered"
     keyframe_requests: KeyframeRequestStats
     buffer: BufferStats
+    # Seconds from asking for a live call to its first picture, one observation per call.
+    first_frame: HistogramStats
 
 
 class MediaStalled(BridgeError):
@@ -127,6 +130,8 @@ class Stream:
         self.pps: bytes | None = None
         self.started_at: float | None = None
         self.bytes_in = 0
+        self.first_frame = Histogram(FIRST_FRAME_BOUNDS)
+        self._call_started: float | None = None  # until the call's first keyframe arrives
         self._connect = connect
         self._backoff = backoff
         self._ring = GopRing(ring_seconds, ring_bytes)
@@ -273,6 +278,7 @@ class Stream:
             "keyframes": self.keyframes.status,
             "keyframe_requests": self.keyframes.stats(),
             "buffer": {"bytes": self._ring.nbytes, "seconds": self._ring.seconds},
+            "first_frame": self.first_frame.stats(),
         }
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -336,6 +342,7 @@ class Stream:
             while True:
                 self._set_state("starting" if down_since is None else "reconnecting", self.error)
                 got_media = False
+                self._call_started = self.clock.now()
                 try:
                     session = await self._connect()
                     self._session = session
@@ -388,6 +395,7 @@ class Stream:
                 self._periodic.cancel()
                 self._periodic = None
             self.started_at = None
+            self._call_started = None
             self._set_state("idle")
 
     async def _pump(self, session: LiveCall) -> AsyncIterator[MediaPacket]:
@@ -453,6 +461,9 @@ class Stream:
             self._keyframe.set()
             self.keyframes.keyframe()
             self._arm_periodic()
+            if self._call_started is not None:  # the call's first picture: once per call
+                self.first_frame.observe(self.clock.now() - self._call_started)
+                self._call_started = None
         self._ring.add(packet)
         for sub in self._subs:
             sub.offer(packet)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.errors import UnknownDevice
@@ -34,7 +34,7 @@ from bridge.record.thumbnail import thumbnail_from_keyframe
 from bridge.record.writer import ClipWriter
 from bridge.tasks import TaskSet
 
-__all__ = ["MANUAL", "Recorder", "StreamSource"]
+__all__ = ["MANUAL", "Recorder", "RecorderStats", "StreamSource"]
 
 _LOGGER = logging.getLogger(__name__)
 MANUAL = "manual"
@@ -56,6 +56,15 @@ class StreamSource(Protocol):
     def streams(self) -> list[Stream]:
         """Every stream."""
         ...
+
+
+class RecorderStats(TypedDict):
+    """Clips finished since start, by outcome, and the clips being recorded now."""
+
+    recorded: int  # finished and playable
+    failed: int  # failed, or nothing could be recorded (no video came, the file never started)
+    bytes: int  # size of the recorded clips
+    recording: int
 
 
 class Recorder:
@@ -83,6 +92,9 @@ class Recorder:
         self._background = TaskSet()  # retention and keep-warm loops: cancelled on close
         self._clips = TaskSet()  # one capture per clip: finished, never cut, on close
         self._closed = False
+        self._recorded = 0
+        self._failed = 0
+        self._bytes = 0
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -119,6 +131,15 @@ class Recorder:
     def active(self) -> list[ActiveClip]:
         """The clips being recorded."""
         return list(self._jobs.values())
+
+    def stats(self) -> RecorderStats:
+        """Counters for ``/metrics``."""
+        return {
+            "recorded": self._recorded,
+            "failed": self._failed,
+            "bytes": self._bytes,
+            "recording": len(self._jobs),
+        }
 
     async def close(self) -> None:
         """Finish every clip and stop background work; safe to call twice."""
@@ -223,6 +244,11 @@ class Recorder:
         except Exception:
             _LOGGER.exception("clip %s/%s failed", job.device, job.event)
         finally:
+            if result is not None and result.state == "done":
+                self._recorded += 1
+                self._bytes += result.size
+            else:
+                self._failed += 1
             job._resolve(result)
 
     async def _take_packets(

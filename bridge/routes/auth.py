@@ -8,10 +8,14 @@ static files, the login endpoints) need no credential either. A credentialed POS
 that a browser sends from a page of another origin is refused (403), whichever credential
 the browser attached.
 
-Wrong passwords are counted by the one ``AuthLimiter`` the login form and RTSP share (see
-``bridge.authlimit``): an address that keeps guessing gets 429 with ``Retry-After`` here,
-whichever of the three it guessed on. A live session cookie is never limited: it is a
-256-bit random token, not something anyone guesses.
+A path may also take a bearer token of its own (``Authorization: Bearer ...``): Prometheus
+scrapes ``/metrics`` with ``server.metrics_token`` instead of the password. The token opens that
+path only; anywhere else it is a wrong credential like any other.
+
+Wrong passwords (and wrong tokens) are counted by the one ``AuthLimiter`` the login form and
+RTSP share (see ``bridge.authlimit``): an address that keeps guessing gets 429 with
+``Retry-After`` here, whichever of them it guessed on. A live session cookie is never limited:
+it is a 256-bit random token, not something anyone guesses.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -179,6 +183,14 @@ def credentials_match(
     return given is not None and user_ok and pw_ok
 
 
+def _bearer_matches(header: str, expected: str | None) -> bool:
+    """Whether ``header`` is ``Bearer <expected>``, compared in constant time."""
+    scheme, _, token = header.partition(" ")
+    if expected is None or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(_bytes(token.strip()), _bytes(expected))
+
+
 def has_valid_session(request: web.Request) -> bool:
     """Whether the request carries the cookie of a live browser session."""
     store = request.config_dict.get(SESSIONS)
@@ -211,13 +223,16 @@ def basic_auth_middleware(
     realm: str = "skybell-bridge",
     open_paths: Iterable[str] = (),
     limiter: AuthLimiter | None = None,
+    bearer_tokens: Mapping[str, str] | None = None,
 ) -> Middleware:
     """A middleware that refuses requests without the right Basic credentials or a live
     session cookie (401), and clients that guessed wrong too often (429).
 
     ``limiter`` None uses the app's ``AUTH_LIMITER`` (shared with the login form), else its own.
+    ``bearer_tokens`` maps a path to a token that also grants it (and only it).
     """
     exempt = frozenset(open_paths)
+    tokens = dict(bearer_tokens or {})
     own = AuthLimiter()
 
     @web.middleware
@@ -237,7 +252,8 @@ def basic_auth_middleware(
                 request, limits
             )  # before looking at the password: no oracle in a lockout
         given = parse_basic(header)
-        if session or credentials_match(given, username, password):
+        bearer = _bearer_matches(header, tokens.get(request.path))
+        if session or bearer or credentials_match(given, username, password):
             if not _same_origin_write(request):
                 raise web.HTTPForbidden(
                     text='{"error": "cross-origin request refused"}',

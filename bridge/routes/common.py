@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ __all__ = [
     "DEVICES",
     "HUB",
     "MAX_ID",
+    "MQTT_STATS",
     "error",
     "find_stream",
     "int_query",
@@ -27,6 +29,9 @@ __all__ = [
 HUB = web.AppKey("hub", Hub)
 # The account's doorbells as listed at start, one hub stream each (``bridge.routes.streams``).
 DEVICES: web.AppKey[list[Device]] = web.AppKey("devices")
+# Set by the MQTT part while it runs, read by /metrics: a function returning {"connected": 0 or 1,
+# "dropped": messages dropped from the full queue since start, "queued": messages waiting}.
+MQTT_STATS: web.AppKey[Callable[[], Mapping[str, float]]] = web.AppKey("mqtt_stats")
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: larger ids raise OverflowError when bound
 # ASCII only: int() also accepts other scripts' digits ("٣"), str.isdigit() even "²" which
 # int() then refuses. The length bound keeps int() of a megabyte of digits off the event loop.
