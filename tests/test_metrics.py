@@ -7,6 +7,8 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,7 +20,7 @@ from bridge.routes.common import DEVICES
 from bridge.sim.world import SimWorld
 from bridge.skybell.triggers import add_webhook_triggers, webhook_url
 
-from .serve_util import BridgeFactory, basic
+from .serve_util import BridgeFactory, basic, get_json
 
 HOOK_SECRET = "hook-secret"
 RULES = """
@@ -260,3 +262,50 @@ async def test_metrics_are_open_like_the_api_without_a_password(
     samples = await scrape(bridge.http_url)
     assert value(samples, "skybell_bridge_stream_state", stream="front-door", state="idle") == 1
     assert "skybell_bridge_clips_recording" in samples
+
+
+async def test_the_s3_queue_depth_counts_clips_waiting_for_upload(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A clip recorded by a bridge without S3 (a manual clip of a second or so) ...
+    first = await make_bridge()
+    url = first.http_url
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "api/record?src=front-door") as resp:
+            assert resp.status == 202, await resp.text()
+
+        async def seconds() -> float:
+            _, body = await get_json(url + "api/record")
+            recording: list[dict[str, Any]] = body["recording"]
+            return float(recording[0]["seconds"]) if recording else 0.0
+
+        async with asyncio.timeout(20):
+            while True:
+                if await seconds() >= 1.0:
+                    break
+                await asyncio.sleep(0.1)
+        async with http.post(url + "api/record?src=front-door&action=stop") as resp:
+            assert (await resp.json())["stopped"] is True
+    assert value(await scrape(url), "skybell_bridge_clips_recorded_total") == 1
+    await first.close()
+
+    # ... is queued at once by the next start with S3 on (it uploads existing clips). Fake
+    # credentials from the environment only; the endpoint refuses every connection, so the clip
+    # stays queued (pending, retried with backoff).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    second = await make_bridge(
+        SKYBELL_BRIDGE_S3_ENABLED="true",
+        SKYBELL_BRIDGE_S3_BUCKET="clips",
+        SKYBELL_BRIDGE_S3_ENDPOINT_URL=dead,
+        SKYBELL_BRIDGE_S3_REGION="us-east-1",
+    )
+    samples = await until(second.http_url, lambda s: value(s, "skybell_bridge_s3_queue_depth") == 1)
+    assert value(samples, "skybell_bridge_s3_clips", state="pending") == 1
+    assert value(samples, "skybell_bridge_s3_clips", state="done") == 0
