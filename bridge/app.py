@@ -34,6 +34,7 @@ from bridge.routes import (
     limits,
     metrics,
     mjpeg,
+    mqtt,
     rtsp,
     streams,
     webrtc,
@@ -136,6 +137,8 @@ def build_app(
     hls.setup(app, settings.hls)
     mjpeg.setup(app, settings.mjpeg, mjpeg.cloud_fallback(client))
     webrtc.setup(app, settings.webrtc)
+    # After every part it reads (and so closed first): MQTT only reports and commands them.
+    mqtt.setup(app, settings.mqtt, client, srv)
     metrics.setup(app)
     web_page.setup(
         app,

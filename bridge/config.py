@@ -36,6 +36,8 @@ from bridge.events.options import EventOptions
 from bridge.hls.options import HlsOptions
 from bridge.media.options import StreamOptions
 from bridge.mjpeg.options import MjpegOptions
+from bridge.mqtt.options import MqttOptions
+from bridge.mqtt.options import problems as mqtt_problems
 from bridge.options import bounds, config_fields
 from bridge.record.options import RecordOptions, S3Options
 from bridge.redact import Secret
@@ -161,6 +163,7 @@ class Settings:
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     s3: S3Options = field(default_factory=S3Options)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
+    mqtt: MqttOptions = field(default_factory=MqttOptions)
     # [[rules]] tables: events -> actions (see bridge.automation.rules); TOML only.
     rules: tuple[Rule, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
@@ -243,7 +246,7 @@ def _load_section(section: str, cls: type[Any], raw: dict[str, Any], env: Mappin
             value, origin = _read_secret_file(dotted, env[env_name + "_FILE"]), env_name + "_FILE"
         elif name in raw:
             value, origin = raw[name], "config file"
-        elif _is_secret(typ) and f"{name}_file" in raw:
+        elif _is_secret(typ) and raw.get(f"{name}_file"):  # "" is unset, as in the env
             value, origin = _read_secret_file(dotted, str(raw[f"{name}_file"])), f"{name}_file"
         else:
             continue
@@ -410,6 +413,9 @@ def _check_cross_field(settings: Settings) -> None:
     if (sw.token is None) != (sw.secret is None):
         missing = "switchbot.secret" if sw.token else "switchbot.token"
         raise ConfigError(missing, "the SwitchBot token and secret go together; set both")
+    if settings.mqtt.enabled:
+        for key, reason in mqtt_problems(settings.mqtt):
+            raise ConfigError(f"mqtt.{key}", reason)
     srv = settings.server
     if srv.password and not srv.username:
         raise ConfigError(

@@ -21,6 +21,8 @@ _FORBIDDEN = (
     "bridge.skybell.client",
     "bridge.automation.engine",
     "bridge.media.hub",
+    "aiomqtt",
+    "bridge.mqtt.link",
 )
 # Packages whose exports are imported on first use (bridge.lazy), so their options stay light.
 _LAZY = (
@@ -30,6 +32,7 @@ _LAZY = (
     "bridge.kvs",
     "bridge.media",
     "bridge.mjpeg",
+    "bridge.mqtt",
     "bridge.record",
     "bridge.skybell",
     "bridge.webrtc",
@@ -53,7 +56,7 @@ def test_importing_the_config_loads_nothing_that_runs() -> None:
     loaded = _modules_after("import bridge.config")
     assert _offenders(loaded) == []
     # It does load every package's options, the sections Settings is made of.
-    for package in ("events", "hls", "media", "mjpeg", "record", "webrtc"):
+    for package in ("events", "hls", "media", "mjpeg", "mqtt", "record", "webrtc"):
         assert f"bridge.{package}.options" in loaded
     assert "bridge.automation.rules" in loaded  # [[rules]] are checked at load time
 

@@ -13,6 +13,7 @@ caller: this package must not import the recorder, the config module or aiohttp.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -262,6 +263,15 @@ class RuleEngine:
     def rules(self) -> list[Rule]:
         """The rules, in configuration order."""
         return [state.rule for state in self._states]
+
+    def set_enabled(self, name: str, enabled: bool) -> bool:
+        """Enable or disable the rule named ``name`` until the bridge stops (the config file
+        says what it is at the next start); False when no rule has that name."""
+        for state in self._states:
+            if state.rule.name == name:
+                state.rule = dataclasses.replace(state.rule, enabled=enabled)
+                return True
+        return False
 
     # -- start -----------------------------------------------------------------------------------
 
