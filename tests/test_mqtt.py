@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bridge.sim.world import SimWorld
@@ -108,12 +109,19 @@ async def test_every_entity_is_announced_with_its_retained_state(
     broker: Broker, make_bridge: BridgeFactory
 ) -> None:
     async with watching(broker) as watcher:
-        await make_bridge(RULE, **mqtt_env(broker))
+        bridge = await make_bridge(RULE, **mqtt_env(broker))
         configs = expected_configs(rules=("porch_light",))
         await wait_announced(watcher, configs)
         await watcher.wait_payload("skybell/bridge/status", b"online")
         announced = {m.topic for m in watcher.messages if m.topic.startswith(PREFIX + "/")}
         assert announced == configs
+        async with aiohttp.ClientSession() as http, http.get(bridge.http_url + "metrics") as resp:
+            assert "skybell_bridge_mqtt_connected 1.0" in await resp.text()
+
+        # Home Assistant's birth message (it restarted) gets every config again.
+        light = config_topic("light", f"{FRONT}_led")
+        await watcher.publish(f"{PREFIX}/status", "online")
+        await watcher.wait(lambda: len(watcher.on(light)) == 2)
 
         # Every state topic an entity reads has a retained value, for HA's start.
         state_topics: set[str] = set()

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bridge.mqtt import MqttLink, MqttOptions
 from bridge.sim.world import SimWorld
 
 from .mqtt_util import Broker, needs_mosquitto, watching
@@ -102,6 +103,9 @@ async def test_a_broker_restart_leaves_video_alone_and_gets_everything_again(
         async with watching(broker) as watcher:
             await watcher.wait_payload("skybell/bridge/status", b"online", timeout=45)
             await watcher.wait(lambda: wanted <= {m.topic for m in watcher.messages})
+            # The command topics are subscribed again.
+            await watcher.publish("skybell/front-door/indoor_chime/set", "OFF")
+            await watcher.wait_payload("skybell/front-door/indoor_chime", b"OFF")
         kept = await retained(broker, wanted)
         assert set(kept) == wanted
         assert kept[FRONT_LIVE] == b"live"  # the MJPEG viewer holds it live
@@ -199,3 +203,30 @@ async def test_discovery_an_entity_lost_since_the_last_run_is_cleared(
         await ours.wait(lambda: configs <= {m.topic for m in ours.messages})
         await asyncio.sleep(0.5)
         assert {m.topic for m in ours.messages} == configs
+
+
+async def test_the_queue_keeps_the_newest_messages_until_the_broker_is_there(
+    tmp_path: Path,
+) -> None:
+    broker = Broker(tmp_path)
+    options = MqttOptions(enabled=True, url=broker.url, queue_size=3)
+    link = MqttLink(options, status_topic="t/bridge/status", subscriptions=[], on_message=print)
+    try:
+        for n in range(5):
+            link.publish("t/events", f"event {n}")  # events wait in the queue...
+        link.publish("t/state", "latest", retain=True)  # ...states wait in the cache
+        assert link.stats() == {"connected": 0, "dropped": 2, "queued": 3}
+        await broker.start()
+        async with watching(broker) as watcher:
+            link.start()  # after the subscriber, which would miss events sent before it
+            await watcher.wait(lambda: len(watcher.on("t/events")) == 3)
+            await watcher.wait_payload("t/state", b"latest")
+            assert [m.payload for m in watcher.on("t/events")] == [
+                b"event 2",
+                b"event 3",
+                b"event 4",
+            ]
+            assert link.stats() == {"connected": 1, "dropped": 2, "queued": 0}
+    finally:
+        await link.close()
+        broker.stop()
