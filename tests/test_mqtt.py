@@ -274,15 +274,19 @@ async def test_malformed_commands_get_one_log_line_and_an_error_message(
         ("skybell/front-door/indoor_chime/set", b"\xff\xfe\x00", "not UTF-8"),
     ]
     async with watching(broker) as watcher:
+        # A retained command would run again on every reconnect: the bridge refuses it.
+        await watcher.publish("skybell/front-door/reboot/set", "PRESS", retain=True)
         await make_bridge(**mqtt_env(broker))
+        first = await watcher.wait(lambda: watcher.on("skybell/bridge/error"))
+        assert "reboot: a retained command is not obeyed" in first[0].json()["error"]
         await watcher.wait_payload("skybell/front-door/motion_detection", b"ON")
         caplog.clear()
         for topic, payload, _ in bad:
             await watcher.publish(topic, payload)
         errors = await watcher.wait(
             lambda: (
-                len(watcher.on("skybell/bridge/error")) == len(bad)
-                and watcher.on("skybell/bridge/error")
+                len(watcher.on("skybell/bridge/error")) == len(bad) + 1
+                and watcher.on("skybell/bridge/error")[1:]
             )
         )
         for (topic, _, needle), seen in zip(bad, errors, strict=True):
@@ -292,10 +296,16 @@ async def test_malformed_commands_get_one_log_line_and_an_error_message(
             assert not seen.retain
         # The bridge goes on: a good command still works.
         await command(watcher, "indoor_chime", "OFF", b"OFF")
+        # A doorbell that does not answer the cloud (HTTP 599) is said so, and nothing changes.
+        world.cloud.faults.unreachable.add(FRONT)
+        await watcher.publish("skybell/front-door/indoor_chime/set", "ON")
+        errors = await watcher.wait(lambda: watcher.on("skybell/bridge/error")[len(bad) + 1 :])
+        assert "indoor_chime: the doorbell did not answer" in errors[0].json()["error"]
+        assert watcher.last("skybell/front-door/indoor_chime").payload == b"OFF"  # type: ignore[union-attr]
     assert {k: v for k, v in cloud.items() if k != "indoor_chime"} == {
         k: v for k, v in before.items() if k != "indoor_chime"
     }
     refusals = [r for r in caplog.records if "refused the command" in r.getMessage()]
-    assert len(refusals) == len(bad)
+    assert len(refusals) == len(bad) + 1
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in refusals)
     assert "Traceback" not in caplog.text

@@ -210,7 +210,9 @@ async def test_the_queue_keeps_the_newest_messages_until_the_broker_is_there(
 ) -> None:
     broker = Broker(tmp_path)
     options = MqttOptions(enabled=True, url=broker.url, queue_size=3)
-    link = MqttLink(options, status_topic="t/bridge/status", subscriptions=[], on_message=print)
+    link = MqttLink(
+        options, status_topic="t/bridge/status", subscriptions=[], on_message=lambda *_: None
+    )
     try:
         for n in range(5):
             link.publish("t/events", f"event {n}")  # events wait in the queue...

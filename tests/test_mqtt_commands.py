@@ -57,6 +57,7 @@ def test_home_assistant_payloads_parse() -> None:
         (SELECT, b'"home.wav"', "not JSON"),
         (SELECT, b"doorbell.mp3", "is not one of"),
         (BUTTON, b"now", "expected PRESS"),
+        (BUTTON, b"", "expected PRESS"),
         (SWITCH, b"\xff\xfe", "not UTF-8"),
         (SWITCH, b"O" * 5000, "at most 1024"),
     ],

@@ -56,7 +56,8 @@ def parse_command(control: Control, payload: bytes) -> Any:
             raise CommandError(control.key, f"expected ON or OFF, got {_shown(text)}")
         return word == "ON"
     if control.kind == "button":
-        if text.upper() not in ("", "PRESS"):
+        # Not the empty payload: that is what clearing a retained message sends.
+        if text.upper() != "PRESS":
             raise CommandError(control.key, f"expected PRESS, got {_shown(text)}")
         return None
     if control.kind == "select":

@@ -37,8 +37,8 @@ __all__ = ["LinkStats", "MessageHandler", "MqttLink"]
 
 _LOGGER = logging.getLogger(__name__)
 
-MessageHandler = Callable[[str, bytes], None]
-"""Called with (topic, payload) for each message on a subscribed command topic."""
+MessageHandler = Callable[[str, bytes, bool], None]
+"""Called with (topic, payload, retained) for each message on a subscribed topic."""
 
 _QOS = 1  # at least once: a lost press or a lost state would leave Home Assistant wrong
 _SWEEP_TIMEOUT = 5.0  # the broker sends retained messages at once; this is a dead broker
@@ -321,7 +321,7 @@ class MqttLink:
                     sweep.found.add(topic)
             else:
                 try:
-                    self._on_message(topic, payload)
+                    self._on_message(topic, payload, message.retain)
                 except Exception:  # a bug in one handler must not end the connection
                     _LOGGER.exception("MQTT: handling a message on %s failed", topic)
 

@@ -311,14 +311,20 @@ class MqttService:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         if topic == self.topics.ha_status:
-            if payload.strip() == b"online":
+            if payload.strip() == b"online" and not retained:
                 # Home Assistant restarted: send it everything again, as ring-mqtt does.
                 self.link.republish()
             return
         command = self.topics.parse_command(topic)
-        if command is not None and not self._closed:
+        if command is not None and retained:
+            # The broker hands a retained command to every new connection: a retained Reboot
+            # would reboot the doorbell each time the bridge reconnects.
+            self._refuse(
+                topic, f"{command.key}: a retained command is not obeyed; publish it without retain"
+            )
+        elif command is not None and not self._closed:
             self._tasks.spawn(
                 self._obey(topic, command.target, command.key, payload), name="mqtt-command"
             )
