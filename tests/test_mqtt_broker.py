@@ -77,8 +77,9 @@ async def password_broker(tmp_path: Path) -> AsyncIterator[Broker]:
 
 @pytest.mark.slow
 async def test_a_broker_restart_leaves_video_alone_and_gets_everything_again(
-    broker: Broker, make_bridge: BridgeFactory, world: SimWorld
+    broker: Broker, make_bridge: BridgeFactory, world: SimWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.mqtt")
     bridge = await make_bridge(**mqtt_env(broker))
     async with watching(broker) as watcher:
         await watcher.wait_payload("skybell/bridge/status", b"online")
@@ -108,6 +109,10 @@ async def test_a_broker_restart_leaves_video_alone_and_gets_everything_again(
             await watcher.wait_payload("skybell/front-door/indoor_chime", b"OFF")
         kept = await retained(broker, wanted)
         assert set(kept) == wanted
+        # However many retries the outage took: "unavailable" once, "back" once.
+        lines = [r.getMessage() for r in caplog.records if r.name == "bridge.mqtt.link"]
+        assert sum("unavailable" in line for line in lines) == 1, lines
+        assert sum(line.endswith(" back") for line in lines) == 1, lines
         assert kept[FRONT_LIVE] == b"live"  # the MJPEG viewer holds it live
         assert kept["skybell/front-door/last_event"].startswith(b"20")  # the press while away
         assert await frames.more_within(5)
