@@ -7,15 +7,19 @@ the simulated cloud, for what the commands changed).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from bridge.sim.picture import snapshot_jpeg
 from bridge.sim.world import SimWorld
+from bridge.skybell.triggers import DEFAULT_HEADER, WEBHOOK_PATH
 
 from .mqtt_util import Broker, Watcher, needs_mosquitto, watching
 from .serve_util import FRONT, BridgeFactory, get_json
@@ -309,3 +313,43 @@ async def test_malformed_commands_get_one_log_line_and_an_error_message(
     assert len(refusals) == len(bad) + 1
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in refusals)
     assert "Traceback" not in caplog.text
+
+
+async def test_webhook_events_bring_availability_and_the_event_preview(
+    broker: Broker, make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    preview = snapshot_jpeg(320, 180, "preview")
+    bridge = await make_bridge(
+        **mqtt_env(
+            broker,
+            SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET="hook-s3cret",
+            SKYBELL_BRIDGE_EVENTS_POLL_ENABLED="false",
+            SKYBELL_BRIDGE_RECORD_RECORD_MOTION="false",
+        )
+    )
+
+    async def webhook(body: dict[str, object]) -> None:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                bridge.http_url + WEBHOOK_PATH.lstrip("/"),
+                json=body,
+                headers={DEFAULT_HEADER: "hook-s3cret"},
+            ) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+
+    async with watching(broker, "skybell/front-door/#") as watcher:
+        await watcher.wait_payload("skybell/front-door/availability", b"online")
+        now = datetime.now(UTC).isoformat()
+        # Motion with its picture: the picture is the snapshot, no live view is started for one.
+        motion = {"event": "motion", "device_id": FRONT, "date_time": now}
+        await webhook({**motion, "preview": base64.b64encode(preview).decode()})
+        await watcher.wait_payload("skybell/front-door/motion", b"ON")
+        await watcher.wait_payload("skybell/front-door/snapshot", preview)
+        assert watcher.last("skybell/front-door/live_stream").payload == b"idle"  # type: ignore[union-attr]
+        # The cloud says the doorbell went offline: its entities become unavailable.
+        world.cloud.devices[FRONT].online = False
+        await webhook({"event": "availability", "device_id": FRONT, "date_time": now})
+        await watcher.wait_payload("skybell/front-door/availability", b"offline")
+        await watcher.wait_payload("skybell/front-door/online", b"OFF")
