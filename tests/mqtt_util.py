@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +24,10 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 needs_mosquitto = pytest.mark.skipif(
@@ -34,15 +41,70 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_tls(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1: (CA, certificate, key) files."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            builder = builder.add_extension(san, critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )  # fmt: skip
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca_cert = issue("test CA", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = issue("127.0.0.1", key, ca_name, ca_key, ca=False)
+    paths = folder / "ca.crt", folder / "server.crt", folder / "server.key"
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
 class Broker:
     """One mosquitto process; ``url`` is where the bridge finds it."""
 
-    def __init__(self, folder: Path, *, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, folder: Path, *, users: dict[str, str] | None = None, tls: bool = False
+    ) -> None:
         self.folder = folder
         self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ca: Path | None = None
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest none"]
+        if tls:
+            self.ca, cert, key = make_tls(folder)
+            lines += [f"certfile {cert}", f"keyfile {key}"]
         if os.geteuid() == 0:
             lines.append("user root")  # as root mosquitto would switch to a user we lack
         if users:
@@ -158,8 +220,14 @@ async def watching(
     broker: Broker, topic: str = "#", *, username: str | None = None, password: str | None = None
 ) -> AsyncIterator[Watcher]:
     """A connected Watcher of ``topic`` on ``broker``."""
+    tls = ssl.create_default_context(cafile=str(broker.ca)) if broker.ca is not None else None
     async with aiomqtt.Client(
-        "127.0.0.1", broker.port, username=username, password=password, timeout=10
+        "127.0.0.1",
+        broker.port,
+        username=username,
+        password=password,
+        timeout=10,
+        tls_context=tls,
     ) as client:
         await client.subscribe(topic, qos=1)
         watcher = Watcher(client)

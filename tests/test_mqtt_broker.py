@@ -237,3 +237,29 @@ async def test_the_queue_keeps_the_newest_messages_until_the_broker_is_there(
     finally:
         await link.close()
         broker.stop()
+
+
+async def test_mqtts_checks_the_broker_against_the_system_cas(
+    tmp_path: Path,
+    make_bridge: BridgeFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker(tmp_path, tls=True)
+    await broker.start()
+    try:
+        # A CA the system does not know: refused, one line, and the bridge goes on.
+        first = await make_bridge(**mqtt_env(broker))
+        await asyncio.sleep(1.5)
+        lines = [r.getMessage() for r in caplog.records if r.name == "bridge.mqtt.link"]
+        assert len(lines) == 1, lines
+        assert "certificate verify failed" in lines[0]
+        await first.close()
+        # The same CA in the system's store (OpenSSL reads SSL_CERT_FILE): connected over TLS.
+        assert broker.ca is not None
+        monkeypatch.setenv("SSL_CERT_FILE", str(broker.ca))
+        await make_bridge(**mqtt_env(broker))
+        async with watching(broker, "skybell/bridge/status") as watcher:
+            await watcher.wait_payload("skybell/bridge/status", b"online")
+    finally:
+        broker.stop()

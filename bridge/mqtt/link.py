@@ -183,7 +183,7 @@ class MqttLink:
 
     async def _run(self) -> None:
         delay = self.options.backoff
-        tls = await asyncio.to_thread(ssl.create_default_context) if self.address.tls else None
+        tls = await asyncio.to_thread(_tls_context) if self.address.tls else None
         while not self._stop.is_set():
             try:
                 async with self._make_client(tls) as client:
@@ -349,6 +349,28 @@ class MqttLink:
         for topic in sorted(sweep.found - self._retained.keys()):
             _LOGGER.info("MQTT: removing %s, which this bridge no longer announces", topic)
             await client.publish(topic, b"", qos=_QOS, retain=True)
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSL socket that closes itself when its handshake fails.
+
+    paho-mqtt drops the socket of a failed handshake (a certificate the system's CAs do not
+    vouch for) without closing it: every retry would leak a descriptor until the GC finds it.
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _tls_context() -> ssl.SSLContext:
+    """TLS checked against the system's CA store (and host name), as a browser would."""
+    context = ssl.create_default_context()
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
 
 
 def _code(err: aiomqtt.MqttCodeError) -> int | None:
