@@ -104,7 +104,6 @@ class MqttLink:
         self._retained: dict[str, bytes] = {}
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
-        self._client: aiomqtt.Client | None = None
         self._sweep: _Sweep | None = None
         self._task: asyncio.Task[None] | None = None
         self._down_logged = False
@@ -142,7 +141,7 @@ class MqttLink:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 _LOGGER.warning(
-                    "MQTT: %d message(s) dropped while the broker is away (oldest first)",
+                    "MQTT: %d message(s) dropped, oldest first: the broker is away or too slow",
                     self.dropped,
                 )
         self._queue.append(message)
@@ -195,7 +194,6 @@ class MqttLink:
                 # Also what a cancelled disconnect can turn into: closing is checked below.
                 self._went_down(err, refused=False)
             finally:
-                self._client = None
                 self.connected = False
             if self._stop.is_set():
                 return
@@ -245,7 +243,6 @@ class MqttLink:
     # -- one connection ------------------------------------------------------------------------
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        self._client = client
         if self._down_logged:
             _LOGGER.info("MQTT: broker %s back", self.url)
         elif not self._ever_connected:
