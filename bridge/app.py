@@ -37,6 +37,7 @@ from bridge.routes import (
     mqtt,
     rtsp,
     streams,
+    talk,
     webrtc,
 )
 from bridge.routes import web as web_page
@@ -125,12 +126,20 @@ def build_app(
     clips_dir = settings.storage.clips_dir
 
     streams.setup(app, settings.streams, client, http)
+    # Right after the hub (it wakes streams): every talk source (rules, WebRTC, RTSP) finds it.
+    talk.setup(app, settings.talk)
     devices.setup(app, client)
     clips.setup(app, settings.record, settings.s3, clips_dir=clips_dir)
     archive.setup(app, settings.archive, client, http)
     events.setup(app, settings.events, client, log_path=clips_dir / INDEX_NAME)
     automation.setup(
-        app, settings.rules, switchbot=switchbot, http=http, archive=settings.archive.enabled
+        app,
+        settings.rules,
+        switchbot=switchbot,
+        http=http,
+        archive=settings.archive.enabled,
+        client=client,
+        chime_port=settings.events.udp_port,
     )
     limits.setup(app, limiter)
     rtsp.setup(app, srv)

@@ -35,6 +35,7 @@ _LAZY = (
     "bridge.mqtt",
     "bridge.record",
     "bridge.skybell",
+    "bridge.talk",
     "bridge.webrtc",
 )
 

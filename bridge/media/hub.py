@@ -186,6 +186,11 @@ class Stream:
             self._schedule_idle()
 
     @property
+    def session(self) -> LiveCall | None:
+        """The live call now negotiated, if any (media may not flow yet); talk sends on it."""
+        return self._session
+
+    @property
     def subscribers(self) -> list[Subscriber]:
         """Current subscribers (a copy)."""
         return list(self._subs)

@@ -13,12 +13,14 @@ from aiohttp import web
 
 from bridge.media.hub import Hub, Stream
 from bridge.skybell.models import Device
+from bridge.talk import TalkService
 
 __all__ = [
     "DEVICES",
     "HUB",
     "MAX_ID",
     "MQTT_STATS",
+    "TALK",
     "error",
     "find_stream",
     "int_query",
@@ -32,6 +34,8 @@ DEVICES: web.AppKey[list[Device]] = web.AppKey("devices")
 # Set by the MQTT part while it runs, read by /metrics: a function returning {"connected": 0 or 1,
 # "dropped": messages dropped from the full queue since start, "queued": messages waiting}.
 MQTT_STATS: web.AppKey[Callable[[], Mapping[str, float]]] = web.AppKey("mqtt_stats")
+# Talking to doorbells (``bridge.routes.talk``): every talk source opens its turn here.
+TALK = web.AppKey("talk", TalkService)
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: larger ids raise OverflowError when bound
 # ASCII only: int() also accepts other scripts' digits ("٣"), str.isdigit() even "²" which
 # int() then refuses. The length bound keeps int() of a megabyte of digits off the event loop.
