@@ -41,6 +41,7 @@ from bridge.mqtt.options import problems as mqtt_problems
 from bridge.options import bounds, config_fields
 from bridge.record.options import RecordOptions, S3Options
 from bridge.redact import Secret
+from bridge.talk.options import TalkOptions
 from bridge.webrtc.options import WebRtcOptions
 
 __all__ = ["ENV_CONFIG", "ENV_PREFIX", "Settings", "load_settings"]
@@ -164,6 +165,7 @@ class Settings:
     s3: S3Options = field(default_factory=S3Options)
     switchbot: SwitchBotSettings = field(default_factory=SwitchBotSettings)
     mqtt: MqttOptions = field(default_factory=MqttOptions)
+    talk: TalkOptions = field(default_factory=TalkOptions)
     # [[rules]] tables: events -> actions (see bridge.automation.rules); TOML only.
     rules: tuple[Rule, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
