@@ -133,6 +133,9 @@ class SwitchBotSettings:
     daily_limit: int = field(default=10_000, metadata=bounds(1, 1_000_000))
     # Where the day's call count is kept across restarts (default: beside the clips index).
     budget_path: Path | None = None
+    # The random path part of the webhook URL SwitchBot calls (it signs nothing, so this is the
+    # credential); `switchbot webhook add` makes one to paste here when it is unset.
+    webhook_token: Secret | None = None
 
     @property
     def configured(self) -> bool:
@@ -186,7 +189,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     if path is not None:
         data = _read_toml(Path(path))
     # Rules are an array of tables, not a section: their own parser checks them.
-    rules = tuple(parse_rules(data.pop("rules", None)))
+    base = Path(path).parent if path is not None else None  # say = "x.wav" is read from there
+    rules = tuple(parse_rules(data.pop("rules", None), base=base))
     sections: dict[str, Any] = {"rules": rules}
     hints = typing.get_type_hints(Settings)
     known = {f.name for f in dataclasses.fields(Settings)}

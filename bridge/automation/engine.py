@@ -25,17 +25,25 @@ from typing import Any, TypedDict, TypeVar
 import aiohttp
 
 from bridge.automation.budget import BudgetUsageDict
+from bridge.automation.doorbell_actions import DoorbellActions
 from bridge.automation.rules import (
+    DOORBELL_ACTIONS,
     Action,
+    ChimeAction,
     CommandAction,
+    LedAction,
     RecordAction,
     Rule,
+    SayAction,
     SceneAction,
+    StopRecordingAction,
+    ToneAction,
     WarmAction,
     WebhookAction,
 )
 from bridge.automation.switchbot import SwitchBotClient
 from bridge.automation.switchbot_errors import DeviceOffline, HubOffline, SwitchBotError
+from bridge.automation.switchbot_events import is_switchbot_event, normalise_mac
 from bridge.automation.switchbot_models import (
     Scene,
     SwitchBotDevice,
@@ -232,6 +240,7 @@ class RuleEngine:
         http: aiohttp.ClientSession,
         log: EventLog | None,
         devices: DeviceDirectory | None = None,
+        doorbell: DoorbellActions | None = None,
         clock: Callable[[], float] = time.time,
         action_timeout: float = 10.0,
         webhook_timeout: float = 5.0,
@@ -246,6 +255,7 @@ class RuleEngine:
         self._http = http
         self._log = log
         self._devices = devices
+        self._doorbell = doorbell or DoorbellActions()
         self._clock = clock
         self._action_timeout = action_timeout
         self._webhook_timeout = aiohttp.ClientTimeout(total=webhook_timeout)
@@ -307,6 +317,8 @@ class RuleEngine:
         for rule in self.rules:
             scenes += [(rule, a.scene) for a in rule.actions if isinstance(a, SceneAction)]
             devices += [(rule, a.device) for a in rule.actions if isinstance(a, CommandAction)]
+            # A misspelt sensor would never fire the rule: say so at start, like a scene.
+            devices += [(rule, name) for name in rule.switchbot_devices]
         if scenes:
             await _warn_missing("scene", scenes, catalog.scenes, find_scene)
         if devices:
@@ -375,13 +387,28 @@ class RuleEngine:
         state.actions_ok += ok
         state.actions_failed += len(results) - ok
 
+    async def switchbot_names(self) -> dict[str, str]:
+        """SwitchBot device ids (as webhooks give them) to names, from the cached device list;
+        empty without SwitchBot or when the list cannot be had now."""
+        if self._catalog is None:
+            return {}
+        try:
+            devices = await self._catalog.devices()
+        except SwitchBotError as err:
+            _LOGGER.debug("no SwitchBot device names: %s", err)
+            return {}
+        return {normalise_mac(d.id): d.name for d in devices}
+
     async def _act(self, rule: Rule, action: Action, event: Event) -> ActionResult:
         label = f"{rule.name}: {action.label}"
+        limit = self._action_timeout
+        if isinstance(action, SayAction):
+            limit += action.seconds  # the file plays in real time
         try:
-            async with asyncio.timeout(self._action_timeout):
+            async with asyncio.timeout(limit):
                 detail, ok = await self._do(rule, action, event), True
         except TimeoutError:
-            detail, ok = f"no result within {self._action_timeout:g} s", False
+            detail, ok = f"no result within {limit:g} s", False
         except _ActionFailed as err:
             detail, ok = str(err), False
         except SwitchBotError as err:
@@ -404,6 +431,53 @@ class RuleEngine:
     async def _do(self, rule: Rule, action: Action, event: Event) -> str:
         if isinstance(action, SceneAction | CommandAction):
             return await self._switchbot_action(action)
+        if isinstance(action, DOORBELL_ACTIONS):
+            targets = self._targets(rule, event)
+            if len(targets) == 1:
+                return await self._at_doorbell(action, targets[0])
+            return await self._at_doorbells(action, targets)
+        if isinstance(action, ChimeAction):
+            if self._doorbell.chime is None:
+                raise _ActionFailed("chimes are not available")
+            return await self._doorbell.chime(action.address, action.port)
+        return await self._webhook(rule, action, event)
+
+    def _targets(self, rule: Rule, event: Event) -> list[Event]:
+        """The doorbell(s) an action acts on: the event's own, or for a SwitchBot event (which
+        happened at no doorbell) those the rule names, each as the event seen at that doorbell."""
+        if not is_switchbot_event(event.type):
+            return [event]
+        known = self._devices.devices if self._devices is not None else []
+        targets = []
+        for wanted in rule.devices:
+            found = next(
+                (d for d in known if wanted in (d.id, d.name) or d.slug == slugify(wanted)), None
+            )
+            if found is None:
+                raise _ActionFailed(f"no doorbell {wanted!r} on the account")
+            targets.append(
+                dataclasses.replace(event, device_id=found.id, device=found.slug, known_device=True)
+            )
+        return targets
+
+    async def _at_doorbells(self, action: Action, targets: list[Event]) -> str:
+        results = await asyncio.gather(
+            *(self._at_doorbell(action, t) for t in targets), return_exceptions=True
+        )
+        lines, failed = [], False
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancelled: not an outcome
+                failed = True
+                result = str(result) or type(result).__name__
+            lines.append(f"{target.device}: {result}")
+        if failed:
+            raise _ActionFailed("; ".join(lines))
+        return "; ".join(lines)
+
+    async def _at_doorbell(self, action: Action, event: Event) -> str:
+        actions = self._doorbell
         if isinstance(action, RecordAction):
             if self._record is None:
                 raise _ActionFailed("recording is not available")
@@ -412,7 +486,23 @@ class RuleEngine:
             if self._warm is None:
                 raise _ActionFailed("no stream hub to keep warm")
             return await self._warm(event, action.seconds)
-        return await self._webhook(rule, action, event)
+        if isinstance(action, SayAction):
+            if actions.say is None:
+                raise _ActionFailed("talking to the doorbell is not available")
+            return await actions.say(event, action.path)
+        if isinstance(action, ToneAction):
+            if actions.tone is None:
+                raise _ActionFailed("the SkyBell cloud is not available")
+            return await actions.tone(event, action.tone)
+        if isinstance(action, LedAction):
+            if actions.led is None:
+                raise _ActionFailed("the SkyBell cloud is not available")
+            return await actions.led(event, action.colour, action.seconds)
+        if isinstance(action, StopRecordingAction):
+            if actions.stop_recording is None:
+                raise _ActionFailed("recording is not available")
+            return await actions.stop_recording(event)
+        raise _ActionFailed(f"{action.label} is not a doorbell action")
 
     # -- SwitchBot -------------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ from bridge.routes.archive import ARCHIVE
 from bridge.routes.clips import RECORDER
 from bridge.routes.common import HUB
 from bridge.routes.events import EVENTS
+from bridge.routes.rule_actions import doorbell_actions
+from bridge.skybell.client import SkyBellClient
+from bridge.skybell.led_hold import LedHolds
 from bridge.skybell.payloads import Event
 
 __all__ = ["RULES", "setup"]
@@ -90,9 +93,12 @@ def setup(
     switchbot: SwitchBotClient | None,
     http: aiohttp.ClientSession,
     archive: bool = False,
+    client: SkyBellClient | None = None,
+    chime_port: int = 5000,
 ) -> None:
     """Add ``/api/automation`` and the context that wires events to the recorder, the cloud
-    archive (when ``archive``) and the rule engine (``RULES``)."""
+    archive (when ``archive``) and the rule engine (``RULES``). ``client`` is the SkyBell
+    cloud for the tone and led actions; ``chime_port`` where chimes listen (events.udp_port)."""
 
     async def engine_context(app: web.Application) -> AsyncIterator[None]:
         events: EventService = app[EVENTS]
@@ -100,6 +106,10 @@ def setup(
         events.bus.subscribe("recorder", _record_event(recorder))
         if archive:
             events.bus.subscribe("archive", _archive_event(app[ARCHIVE]))
+        leds = LedHolds(client) if client is not None else None
+        actions = None
+        if client is not None and leds is not None:
+            actions = doorbell_actions(app[HUB], recorder, client, leds, chime_port=chime_port)
         engine = app[RULES] = RuleEngine(
             rules,
             switchbot=switchbot,
@@ -108,6 +118,7 @@ def setup(
             http=http,
             log=events.log,
             devices=events.directory,
+            doorbell=actions,
         )
         try:
             await engine.start()
@@ -115,6 +126,8 @@ def setup(
             yield
         finally:
             await engine.close()
+            if leds is not None:
+                await leds.close()  # after the rules: none can set a colour any more
 
     app.cleanup_ctx.append(engine_context)
     app.router.add_get("/api/automation", _automation)

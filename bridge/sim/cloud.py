@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.sim.device_settings import default_settings, settings_problem
+from bridge.skybell.tones import TONES
 
 __all__ = [
     "API_PREFIX",
@@ -209,6 +210,7 @@ class SimCloud:
         self.on_live_stop: Callable[[SimDevice], Awaitable[None]] | None = None
         self.live_sessions: dict[str, int] = {}  # device id -> live calls started and not stopped
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request, for tests
+        self.tones_played: list[tuple[str, str]] = []  # (device id, file_name), in order
         self._id_tokens: dict[str, float] = {}  # IdToken -> expiry
         self._refresh_tokens: set[str] = set()
         self._seed_history()
@@ -232,6 +234,7 @@ class SimCloud:
                 web.post(p + "/devices/{device_id}/settings/", self._settings),
                 web.get(p + "/devices/{device_id}/snapshot/", self._snapshot),
                 web.post(p + "/devices/{device_id}/reboot/", self._reboot),
+                web.post(p + "/devices/{device_id}/tones/test/", self._play_tone),
                 web.post(p + "/devices/{device_id}/videostream/", self._live_start),
                 web.delete(p + "/devices/{device_id}/videostream/", self._live_stop),
                 web.get(p + "/activity", self._activities),
@@ -431,6 +434,21 @@ class SimCloud:
     async def _reboot(self, request: web.Request) -> web.Response:
         found = self._find(request, needs_device=True)
         return found if isinstance(found, web.Response) else _ok({}, "OK, sent reboot command.")
+
+    async def _play_tone(self, request: web.Request) -> web.Response:
+        found = self._find(request, needs_device=True)
+        if isinstance(found, web.Response):
+            return found
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        name = body.get("file_name") if isinstance(body, dict) else None
+        if name not in TONES:
+            return _fail(400, f"file_name must be one of {', '.join(TONES)}")
+        self.tones_played.append((found.id, name))
+        # The seed's answer: data false, which elsewhere means "not your device".
+        return _ok(False, "Tested tone")
 
     async def _live_start(self, request: web.Request) -> web.Response:
         found = self._find(request, needs_device=True)

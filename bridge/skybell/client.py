@@ -129,6 +129,10 @@ class SkyBellClient:
         """Ask the device to reboot (it does so 10 to 60 s later)."""
         await self._call("reboot", device_id=device_id)
 
+    async def play_tone(self, device_id: str, file_name: str) -> None:
+        """Play one of the doorbell's tones (``bridge.skybell.tones.TONES``) on its speaker."""
+        await self._call("play_tone", device_id=device_id, body={"file_name": file_name})
+
     async def start_live_call(self, device_id: str, *, force: bool = False) -> LiveCall:
         """Ask the cloud for a live stream and return the KVS signaling information."""
         data = await self._call("live_start", device_id=device_id, body={"force": force})

@@ -20,6 +20,8 @@ PATHS: Final[dict[str, tuple[str, str]]] = {
     "settings": ("POST", "/devices/{device_id}/settings/"),
     "snapshot": ("GET", "/devices/{device_id}/snapshot/"),
     "reboot": ("POST", "/devices/{device_id}/reboot/"),
+    # [U] The seed documents the call (file_name, answer "Tested tone", data false), not its path.
+    "play_tone": ("POST", "/devices/{device_id}/tones/test/"),
     "live_start": ("POST", "/devices/{device_id}/videostream/"),
     "live_stop": ("DELETE", "/devices/{device_id}/videostream/"),
     "activities": ("GET", "/activity"),  # [U] the doc's prose says /activities/
@@ -39,4 +41,4 @@ PUBLIC: Final = frozenset({"login", "refresh", "health"})
 
 # Endpoints whose success legitimately carries `data: false` ("Ended stream"); elsewhere a
 # 200 with data false is the cloud's way of refusing ("Not your device").
-FALSE_DATA_OK: Final = frozenset({"live_stop", "logout"})
+FALSE_DATA_OK: Final = frozenset({"live_stop", "logout", "play_tone"})

@@ -31,6 +31,7 @@ __all__ = [
     "event_from_activity",
     "event_from_query",
     "event_from_webhook",
+    "event_id",
     "make_event",
     "parse_time",
 ]
@@ -112,7 +113,7 @@ class Event:
         }
 
 
-def _event_id(device_id: str, type_: str, activity_id: str | None, when: datetime, src: str) -> str:
+def event_id(device_id: str, type_: str, activity_id: str | None, when: datetime, src: str) -> str:
     """Stable: the same report (a webhook the cloud retries, say) always gets the same id."""
     if activity_id:
         basis = f"{device_id}|{type_}|a:{activity_id}"
@@ -143,7 +144,7 @@ def make_event(
     # with a known doorbell's stream name and fire its rules.
     slug = device.slug if device is not None else dev_id
     return Event(
-        id=_event_id(dev_id, type_, activity_id, when, source),
+        id=event_id(dev_id, type_, activity_id, when, source),
         device_id=dev_id,
         device=slug,
         type=type_,
