@@ -5,8 +5,9 @@ callable, so this package depends on ``bridge.media`` and nothing above it.
 """
 
 from .auth import AuthMode
+from .backchannel import TalkOpener, TalkSink
 from .connection import Resolver
 from .feed import AudioMode
 from .server import RtspServer
 
-__all__ = ["AudioMode", "AuthMode", "Resolver", "RtspServer"]
+__all__ = ["AudioMode", "AuthMode", "Resolver", "RtspServer", "TalkOpener", "TalkSink"]

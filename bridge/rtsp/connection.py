@@ -16,6 +16,7 @@ from bridge.authlimit import AuthLimiter
 from bridge.limits import ConnectionLimiter, RateLog
 from bridge.media.hub import Stream
 from bridge.rtsp.auth import Authenticator, ConnectionAuth
+from bridge.rtsp.backchannel import TalkOpener, wants_backchannel
 from bridge.rtsp.feed import FeedRegistry, StreamFeed
 from bridge.rtsp.message import (
     Interleaved,
@@ -26,7 +27,7 @@ from bridge.rtsp.message import (
     read_message,
     split_url,
 )
-from bridge.rtsp.sdp import TrackInfo, build_sdp
+from bridge.rtsp.sdp import TrackInfo, backchannel_track, build_sdp
 from bridge.rtsp.session import RtspSession
 
 __all__ = ["Resolver", "RtspConnection", "ServerContext"]
@@ -57,6 +58,7 @@ class ServerContext:
     header_timeout: float = 10.0
     max_udp_sessions: int = 4  # each UDP track holds two sockets; TCP sessions hold none
     limiter: ConnectionLimiter | None = None
+    talk: TalkOpener | None = None  # None: no backchannel is offered, whatever clients ask
     idle_log: RateLog = field(
         default_factory=lambda: RateLog(
             _LOGGER, "rtsp: closed connections idle past the header timeout", level=logging.INFO
@@ -133,7 +135,13 @@ class RtspConnection:
                     break
                 self._touch()
                 if isinstance(message, Interleaved):
-                    continue  # RTCP receiver reports: only their arrival matters
+                    # Backchannel audio, or RTCP receiver reports (only their arrival matters).
+                    for session in self.sessions.values():
+                        if session.tcp and session.receive_interleaved(
+                            message.channel, message.data
+                        ):
+                            break
+                    continue
                 try:
                     await self._respond(message)
                 except ConnectionError:
@@ -246,6 +254,18 @@ class RtspConnection:
             feed = self._feeds[stream] = self._ctx.feeds.acquire(stream)
         return feed
 
+    async def _tracks(self, stream: Stream, request: Request) -> list[TrackInfo]:
+        """The stream's tracks, and the backchannel after them when the client asks for it."""
+        tracks = await self._feed(stream).describe(self._ctx.keyframe_timeout)
+        if (
+            tracks
+            and self._ctx.talk is not None
+            and wants_backchannel(request.headers.get("require"))
+        ):
+            # Last, so the stream's own tracks keep their trackIDs with and without it.
+            tracks = [*tracks, backchannel_track()]
+        return tracks
+
     def _session(self, request: Request) -> RtspSession | None:
         sid = request.session_id
         return self.sessions.get(sid) if sid else None
@@ -290,7 +310,7 @@ class RtspConnection:
         stream, name = self._stream(request)
         if stream is None:
             return _text(404, "Stream Not Found", f"no stream named {name!r}")
-        tracks = await self._feed(stream).describe(self._ctx.keyframe_timeout)
+        tracks = await self._tracks(stream, request)
         if not tracks:
             return _text(503, "No Picture Yet", f"stream {name!r} sent no picture in time")
         self._described[stream] = tracks
@@ -312,7 +332,7 @@ class RtspConnection:
             return _Reply(455 if session.playing else 461)
         tracks = session.available if session is not None else self._described.get(stream)
         if tracks is None:
-            tracks = await self._feed(stream).describe(self._ctx.keyframe_timeout)
+            tracks = await self._tracks(stream, request)
             if not tracks:
                 return _text(503, "No Picture Yet", f"stream {name!r} sent no picture in time")
             self._described[stream] = tracks
@@ -334,7 +354,12 @@ class RtspConnection:
             if len(self.sessions) >= _MAX_SESSIONS:
                 return _Reply(503, reason="Too Many Sessions")
             session = RtspSession(
-                stream, self._feed(stream), tracks, self._writer, self._session_ended
+                stream,
+                self._feed(stream),
+                tracks,
+                self._writer,
+                self._session_ended,
+                talk=self._ctx.talk,
             )
             self.sessions[session.id] = self._ctx.sessions[session.id] = session
         try:

@@ -8,8 +8,16 @@ from dataclasses import dataclass
 
 from bridge.media.packet import h264_profile
 from bridge.media.sps import parse_sps
+from bridge.rtsp.backchannel import BACKCHANNEL_FORMATS
 
-__all__ = ["TrackInfo", "aac_track", "build_sdp", "g711_track", "h264_track"]
+__all__ = [
+    "TrackInfo",
+    "aac_track",
+    "backchannel_track",
+    "build_sdp",
+    "g711_track",
+    "h264_track",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -25,6 +33,7 @@ class TrackInfo:
     channels: int | None = None
     fmtp: str | None = None
     extra: tuple[str, ...] = ()  # further attribute lines, without "a="
+    backchannel: bool = False  # the ONVIF backchannel: the client sends, in any of its formats
 
 
 def h264_track(sps: bytes, pps: bytes, payload_type: int = 96) -> TrackInfo:
@@ -72,6 +81,24 @@ def g711_track(codec: str) -> TrackInfo:
     raise ValueError(f"not a G.711 codec: {codec!r}")
 
 
+def backchannel_track() -> TrackInfo:
+    """The ONVIF backchannel's audio section (its formats are ``BACKCHANNEL_FORMATS``)."""
+    payload_type, encoding, clock_rate, channels, _ = BACKCHANNEL_FORMATS[0]
+    return TrackInfo("audio", payload_type, encoding, clock_rate, channels, backchannel=True)
+
+
+def _backchannel_lines() -> list[str]:
+    types = " ".join(str(fmt[0]) for fmt in BACKCHANNEL_FORMATS)
+    lines = [f"m=audio 0 RTP/AVP {types}"]
+    for payload_type, encoding, clock_rate, channels, fmtp in BACKCHANNEL_FORMATS:
+        lines.append(f"a=rtpmap:{payload_type} {encoding}/{clock_rate}/{channels}")
+        if fmtp:
+            lines.append(f"a=fmtp:{payload_type} {fmtp}")
+    # Direction as the server sees it (ONVIF): it only receives on this section.
+    lines.append("a=sendonly")
+    return lines
+
+
 def build_sdp(name: str, host: str, tracks: list[TrackInfo], session_id: int) -> str:
     """An SDP for a live session; track ``i`` has the control URL ``trackID=i``."""
     family = "IP6" if ":" in host else "IP4"
@@ -86,6 +113,10 @@ def build_sdp(name: str, host: str, tracks: list[TrackInfo], session_id: int) ->
         "a=range:npt=0-",  # live: no duration, so clients neither seek nor expect an end
     ]
     for index, track in enumerate(tracks):
+        if track.backchannel:
+            lines += _backchannel_lines()
+            lines.append(f"a=control:trackID={index}")
+            continue
         rtpmap = f"{track.encoding}/{track.clock_rate}"
         if track.channels is not None and track.kind == "audio":
             rtpmap += f"/{track.channels}"

@@ -11,6 +11,7 @@ from typing import TypedDict
 from bridge.authlimit import AuthLimiter
 from bridge.limits import ConnectionLimiter
 from bridge.rtsp.auth import Authenticator, AuthMode
+from bridge.rtsp.backchannel import TalkOpener
 from bridge.rtsp.connection import Resolver, RtspConnection, ServerContext
 from bridge.rtsp.feed import AudioMode, FeedRegistry
 from bridge.rtsp.message import format_response
@@ -48,6 +49,7 @@ class RtspServer:
         max_udp_sessions: int = 4,
         limiter: ConnectionLimiter | None = None,
         auth_limiter: AuthLimiter | None = None,
+        talk: TalkOpener | None = None,
     ) -> None:
         if audio not in ("aac", "passthrough"):
             raise ValueError(f"unknown audio mode {audio!r}")
@@ -70,6 +72,7 @@ class RtspServer:
             max_udp_sessions=max_udp_sessions,
             limiter=limiter,
             auth_limiter=auth_limiter,
+            talk=talk,
         )
         self._server: asyncio.Server | None = None
         self._connections: set[RtspConnection] = set()

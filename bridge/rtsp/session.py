@@ -22,6 +22,7 @@ from typing import Any, Literal, TypedDict
 from bridge.media.buffers import StreamEnded, Subscriber
 from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket
+from bridge.rtsp.backchannel import Backchannel, TalkOpener
 from bridge.rtsp.feed import StreamFeed
 from bridge.rtsp.message import Transport
 from bridge.rtsp.rtp import rtp_header, sender_report
@@ -38,13 +39,28 @@ _UDP_BURST = 64 << 10  # bytes sent in one go before yielding, so a GOP replay d
 
 
 class _Inbound(asyncio.DatagramProtocol):
-    """Receives the client's RTCP (and NAT-punching packets): proof that it is still there."""
+    """Receives the client's RTCP (and NAT-punching packets): proof that it is still there.
 
-    def __init__(self, touch: Callable[[], None]) -> None:
+    On a backchannel track's RTP port it also receives the client's audio, which is taken only
+    from the client's own address (anyone else could otherwise talk through the doorbell).
+    """
+
+    def __init__(
+        self,
+        touch: Callable[[], None],
+        on_data: Callable[[bytes], None] | None = None,
+        peer: str | None = None,
+    ) -> None:
         self._touch = touch
+        self._on_data = on_data
+        self._peer = peer
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self._peer is not None and addr[0] != self._peer:
+            return
         self._touch()
+        if self._on_data is not None:
+            self._on_data(data)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable while the client opens its sockets: nothing to do
@@ -96,13 +112,21 @@ class _Track:
     server_port: int = 0
     packets: int = 0
     octets: int = 0
+    backchannel: Backchannel | None = None  # the client sends on this track; we send nothing
 
 
-async def _bind_pair(host: str, touch: Callable[[], None]) -> tuple[asyncio.DatagramTransport, ...]:
+async def _bind_pair(
+    host: str,
+    touch: Callable[[], None],
+    on_data: Callable[[bytes], None] | None = None,
+    peer: str | None = None,
+) -> tuple[asyncio.DatagramTransport, ...]:
     """An even RTP port and the odd RTCP port above it, both on ``host``."""
     loop = asyncio.get_running_loop()
     for _ in range(32):
-        rtp, _ = await loop.create_datagram_endpoint(lambda: _Inbound(touch), local_addr=(host, 0))
+        rtp, _ = await loop.create_datagram_endpoint(
+            lambda: _Inbound(touch, on_data, peer), local_addr=(host, 0)
+        )
         port = rtp.get_extra_info("sockname")[1]
         if port % 2 == 0:
             try:
@@ -136,6 +160,7 @@ class RtspSession:
         tracks: list[TrackInfo],
         writer: asyncio.StreamWriter,
         on_end: Callable[[RtspSession], None],
+        talk: TalkOpener | None = None,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.stream = stream
@@ -155,6 +180,7 @@ class RtspSession:
         self._clock = _WallClock()
         self._next_sr = 0.0
         self._by_kind: dict[str, _Track] = {}
+        self._talk = talk
         self._closed = False
 
     @property
@@ -171,7 +197,7 @@ class RtspSession:
         info = self.available[index]
         old = self.tracks.pop(index, None)
         if old is not None:
-            _close_udp(old)
+            await _close_track(old)
         track = _Track(
             index,
             info,
@@ -179,6 +205,10 @@ class RtspSession:
             seq=secrets.randbits(16),
             base=secrets.randbits(32),
         )
+        if info.backchannel and self._talk is not None:
+            label = f"rtsp {peer} session {self.id}"
+            track.backchannel = Backchannel(self.stream.name, self._talk, label)
+        receive = track.backchannel.receive if track.backchannel is not None else None
         ssrc = f"ssrc={track.ssrc:08X}"
         if transport.tcp:
             self.tcp = True
@@ -189,7 +219,7 @@ class RtspSession:
         assert transport.client_ports is not None
         # Send from ports on the address the client reached us at, and only to the client's
         # own address: a "destination=" parameter would let anyone aim a stream at a third party.
-        track.rtp, track.rtcp = await _bind_pair(local, self.touch)
+        track.rtp, track.rtcp = await _bind_pair(local, self.touch, receive, peer)
         track.server_port = track.rtp.get_extra_info("sockname")[1]
         track.client = (peer, *transport.client_ports)
         self.tracks[index] = track
@@ -212,6 +242,8 @@ class RtspSession:
         start = self._first.pts / self._first.clock_rate
         infos = []
         for track in sorted(self.tracks.values(), key=lambda t: t.index):
+            if track.backchannel is not None:
+                continue  # nothing is sent on it, so there is no RTP time to announce
             rtptime = (track.base + round(start * track.info.clock_rate)) & 0xFFFFFFFF
             infos.append(f"url={base_url}trackID={track.index};seq={track.seq};rtptime={rtptime}")
         return ",".join(infos)
@@ -219,7 +251,7 @@ class RtspSession:
     def start(self) -> None:
         """Start sending (after the PLAY reply went out, so media never precedes it)."""
         if self._sub is not None and not self.playing and not self._closed:
-            self._by_kind = {t.info.kind: t for t in self.tracks.values()}
+            self._by_kind = {t.info.kind: t for t in self.tracks.values() if t.backchannel is None}
             self._next_sr = 0.0  # reports first, also when resuming after PAUSE
             self._task = asyncio.get_running_loop().create_task(
                 self._run(self._sub), name=f"rtsp session {self.id}"
@@ -234,7 +266,7 @@ class RtspSession:
         self._closed = True
         await self._stop_sending()
         for track in self.tracks.values():
-            _close_udp(track)
+            await _close_track(track)
 
     async def _stop_sending(self) -> None:
         task, self._task = self._task, None
@@ -311,6 +343,8 @@ class RtspSession:
         media_time = self._clock.media_time(now)
         wall = time.time() - time.monotonic() + now
         for track in self.tracks.values():
+            if track.backchannel is not None:
+                continue  # we send no RTP on it, so there is nothing to report
             rtp_time = track.base + round(media_time * track.info.clock_rate)
             report = sender_report(
                 track.ssrc, wall, rtp_time, track.packets, track.octets, self._cname
@@ -335,6 +369,20 @@ class RtspSession:
             "playing": self.playing,
             "packets": sum(t.packets for t in self.tracks.values()),
         }
+
+    def receive_interleaved(self, channel: int, data: bytes) -> bool:
+        """Hand an interleaved packet to the backchannel track on ``channel``; False if none."""
+        for track in self.tracks.values():
+            if track.backchannel is not None and track.channel == channel:
+                track.backchannel.receive(data)
+                return True
+        return False
+
+
+async def _close_track(track: _Track) -> None:
+    _close_udp(track)
+    if track.backchannel is not None:
+        await track.backchannel.close()
 
 
 def _close_udp(track: _Track) -> None:
