@@ -7,20 +7,29 @@ Two request forms, as go2rtc accepts them:
   trickle, so there is no PATCH: the answer already holds every candidate (aiohttp says 405).
 * go2rtc's JSON: ``{"type": "offer", "sdp": ...}`` gets ``{"type": "answer", "sdp": ...}``;
   such a session ends when the peer goes away.
+
+Push-to-talk: a WHEP viewer whose offer sends audio (the page offers its audio ``sendrecv``)
+``POST``s ``{"action": "start"}`` to ``{location}/talk`` when the talk button goes down, and
+attaches its microphone once that answers 200; ``{"action": "stop"}`` when it comes up. Start
+claims the doorbell through the talk service (409 someone is already talking, 501 the doorbell
+takes no audio, 503 it cannot be reached); stop always answers 200.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypedDict
 
 from aiohttp import web
 
+from bridge.errors import UnknownDevice
 from bridge.media.aiortc_patch import parse_host_addresses
 from bridge.media.hub import Stream
 from bridge.media.webrtc_source import choose_ice_servers
-from bridge.routes.common import error, stream_from_query
+from bridge.routes.common import TALK, error, stream_from_query
+from bridge.talk import TalkError
 from bridge.webrtc import (
     OfferError,
     StreamUnavailable,
@@ -34,6 +43,8 @@ from bridge.webrtc.offer import MAX_SDP
 
 __all__ = ["WEBRTC", "StreamWebRtc", "setup", "stream_stats"]
 
+_LOGGER = logging.getLogger(__name__)
+
 WEBRTC = web.AppKey("webrtc", WebRtcOutput)
 _SESSION_ROUTE = "webrtc-session"
 _JSON_FORM = 'expected {"type": "offer", "sdp": "..."}'
@@ -41,6 +52,12 @@ _JSON_FORM = 'expected {"type": "offer", "sdp": "..."}'
 # JSON escaping of an SDP at its own limit; offers between the two get parse_offer's 400 that
 # says why, anything larger a 413 before it is read.
 _MAX_BODY = 4 * MAX_SDP
+# Talk errors by the status the talk service gives them.
+_TALK_STATUS: dict[int, type[web.HTTPException]] = {
+    409: web.HTTPConflict,
+    501: web.HTTPNotImplemented,
+    503: web.HTTPServiceUnavailable,
+}
 
 
 class StreamWebRtc(TypedDict, total=False):
@@ -115,6 +132,42 @@ async def _delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def _talk(request: web.Request) -> web.Response:
+    viewer = request.app[WEBRTC].get(request.match_info["session_id"])
+    if viewer is None:
+        raise error(web.HTTPNotFound, "no such WebRTC session (it may have ended already)")
+    try:
+        message = await request.json()
+    except (ValueError, RecursionError):
+        message = None
+    action = message.get("action") if isinstance(message, dict) else None
+    if action == "stop":
+        await viewer.talk.stop()
+        return web.json_response({"talking": False})
+    if action != "start":
+        raise error(web.HTTPBadRequest, 'expected {"action": "start"} or {"action": "stop"}')
+    if not viewer.talk.available:
+        raise error(web.HTTPBadRequest, "this session's offer sends no audio (offer it sendrecv)")
+    if viewer.talk.talking:
+        return web.json_response({"talking": True})
+    service = request.app.get(TALK)
+    if service is None:
+        raise error(web.HTTPNotImplemented, "talk is not available in this bridge")
+    stream = viewer.stream.name
+    try:
+        session = await service.open(stream, f"page {viewer.label}")
+    except TalkError as err:
+        _LOGGER.info("talk from %s to %s refused: %s", viewer.label, stream, err)
+        raise error(_TALK_STATUS.get(err.status, web.HTTPInternalServerError), str(err)) from None
+    except UnknownDevice as err:
+        raise error(web.HTTPNotFound, str(err)) from None
+    try:
+        await viewer.start_talk(session)  # closes the session itself if the viewer left
+    except StreamUnavailable as err:
+        raise error(web.HTTPNotFound, str(err)) from None
+    return web.json_response({"talking": True, "codec": session.codec})
+
+
 def stream_stats(app: web.Application, stream: Stream) -> StreamWebRtc:
     """``{"webrtc": ...}`` for the status API: sessions, their state, whether audio is relayed."""
     output = app.get(WEBRTC)
@@ -145,3 +198,4 @@ def setup(
     app.cleanup_ctx.append(output_context)
     app.router.add_post("/api/webrtc", _offer)
     app.router.add_delete("/api/webrtc/session/{session_id}", _delete, name=_SESSION_ROUTE)
+    app.router.add_post("/api/webrtc/session/{session_id}/talk", _talk)

@@ -65,6 +65,7 @@ class Offer:
     sdp: str
     h264: tuple[RTCRtpCodecParameters, ...]  # packetization-mode=1 only
     audio: tuple[RTCRtpCodecParameters, ...]  # empty when the offer receives no audio
+    sends_audio: bool = False  # the viewer offers to send audio (push-to-talk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,10 @@ def parse_offer(sdp: str) -> Offer:
         raise OfferError("the offer's H.264 lacks packetization-mode=1, which the bridge sends")
     audios = [m for m in description.media if m.kind == "audio"]
     audio = audios[0].rtp.codecs if audios and audios[0].direction in (*_RECEIVING, None) else []
-    return Offer(sdp=sdp, h264=usable, audio=tuple(audio))
+    # No direction attribute means sendrecv (RFC 4566), but only a browser that asked for it
+    # explicitly (the page's talk) gets its audio read: others never meant to send any.
+    sends = bool(audios) and audios[0].direction in ("sendrecv", "sendonly")
+    return Offer(sdp=sdp, h264=usable, audio=tuple(audio), sends_audio=sends)
 
 
 def _check_media_lines(sdp: str) -> None:

@@ -27,6 +27,7 @@ from bridge.media.hub import Stream
 
 from .errors import OfferError, StreamUnavailable
 from .offer import Offer, VideoChoice, choose_audio, choose_video
+from .talk import InboundTalk, TalkSink
 from .tracks import AudioRelayTrack, H264RelayTrack, RelayFeed
 
 __all__ = ["KeyframeGate", "VideoStats", "ViewerStats", "WhepViewer"]
@@ -77,6 +78,7 @@ class ViewerStats(TypedDict):
     audio_frames_sent: int
     keyframe_requests: int
     keyframes_forwarded: int
+    talking: bool  # the viewer's microphone goes to the doorbell now (push-to-talk)
 
 
 class KeyframeGate:
@@ -146,6 +148,7 @@ class WhepViewer:
         self._audio_track: AudioRelayTrack | None = None
         self._connect_timer: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
+        self.talk = InboundTalk(self.label)
 
     async def negotiate(self, offer: Offer) -> str:
         """Join the stream, wait for its picture, and return the answer SDP for ``offer``."""
@@ -183,11 +186,17 @@ class WhepViewer:
             video = pc.addTransceiver(self._video_track, direction="sendonly")
             rtx = [c for c in _codecs("video") if c.mimeType.lower() == "video/rtx"]
             video.setCodecPreferences([video_choice.capability, *rtx])
+            # A viewer that offers to send audio (the page, for push-to-talk) gets it read:
+            # sendrecv when the doorbell's audio is relayed to it too; otherwise aiortc makes
+            # the receiving (recvonly) transceiver itself.
+            direction = "sendrecv" if offer.sends_audio else "sendonly"
             if audio.capability is not None:
                 self._audio_track = AudioRelayTrack(feed)
-                pc.addTransceiver(self._audio_track, direction="sendonly").setCodecPreferences(
+                pc.addTransceiver(self._audio_track, direction=direction).setCodecPreferences(
                     [audio.capability]
                 )
+            if offer.sends_audio:
+                pc.on("track", self._track_received)
             try:
                 await pc.setRemoteDescription(Description(sdp=offer.sdp, type="offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
@@ -230,6 +239,20 @@ class WhepViewer:
         return stream.codecs.get("audio")
 
     # -- events ------------------------------------------------------------------------------
+
+    def _track_received(self, track: Any) -> None:
+        if track.kind == "audio" and self._closing is None:
+            self.talk.attach(track)
+
+    async def start_talk(self, sink: TalkSink) -> None:
+        """Forward the viewer's microphone to ``sink`` (an opened talk session) until stopped.
+
+        Closes ``sink`` and raises StreamUnavailable when the session ended meanwhile.
+        """
+        if self._closing is not None or not self.talk.available:
+            await sink.close()
+            raise StreamUnavailable("the viewer's session sends no audio or has ended")
+        self.talk.start(sink)
 
     def _keyframe_requested(self) -> None:
         self.keyframe_requests += 1
@@ -284,6 +307,7 @@ class WhepViewer:
             self._on_closed(self)
         if self._sub is not None:
             self._sub.close()
+        await self.talk.close()  # the doorbell is free for other talkers at once
         try:
             if self._pc is not None:
                 await self._pc.close()
@@ -329,6 +353,7 @@ class WhepViewer:
             "audio_frames_sent": audio.frames if audio else 0,
             "keyframe_requests": self.keyframe_requests,
             "keyframes_forwarded": self.keyframes_forwarded,
+            "talking": self.talk.talking,
         }
 
 

@@ -1,8 +1,10 @@
-// WebRTC over WHEP: one recvonly offer POSTed to /api/webrtc, the answer back, DELETE to end.
+// WebRTC over WHEP: one offer POSTed to /api/webrtc, the answer back, DELETE to end.
 // The bridge does not trickle ICE (there is no PATCH), so the offer goes out only once the
 // browser has gathered its candidates; the answer already holds all of the bridge's.
+// Audio is offered sendrecv for push-to-talk: with no track on it the browser sends nothing,
+// and the microphone is attached only while talk is held (see ../talk.js).
 
-import { streamUrl } from '../api.js';
+import { api, streamUrl } from '../api.js';
 import { PlayerError, fetchWithin, firstFrame, playMuted } from './common.js';
 
 const GATHER_MS = 3000; // after this, send what we have: host candidates come first anyway
@@ -19,13 +21,14 @@ export class WebRtcPlayer {
     this.hasAudio = false;
     this._prev = null;
     this._media = null;
+    this._audio = null; // the audio transceiver: the doorbell's sound in, the microphone out
   }
 
   async start(signal) {
     const pc = new RTCPeerConnection({ iceServers: [] });
     this.pc = pc;
     pc.addTransceiver('video', { direction: 'recvonly' });
-    pc.addTransceiver('audio', { direction: 'recvonly' });
+    this._audio = pc.addTransceiver('audio', { direction: 'sendrecv' });
     const media = new MediaStream();
     this._media = media;
     pc.addEventListener('track', (event) => {
@@ -63,6 +66,27 @@ export class WebRtcPlayer {
     this.video.srcObject = media;
     await playMuted(this.video);
     await Promise.race([firstFrame(this.video, FRAME_MS, signal), failed]);
+  }
+
+  /** Whether the bridge takes this viewer's microphone (its answer receives our audio). */
+  get canTalk() {
+    const t = this._audio;
+    return !!this.location && !!t && ['sendrecv', 'sendonly'].includes(t.currentDirection);
+  }
+
+  /** Claim the doorbell, then send `track` on the connection; throws HttpError (409, 501...). */
+  async startTalk(track) {
+    await api(`${this.location}/talk`, { method: 'POST', json: { action: 'start' } });
+    await this._audio.sender.replaceTrack(track);
+  }
+
+  /** Stop sending the microphone and give the doorbell back. */
+  async stopTalk() {
+    if (this._audio && this.pc) await this._audio.sender.replaceTrack(null).catch(() => {});
+    if (this.location) {
+      await api(`${this.location}/talk`, { method: 'POST', json: { action: 'stop' }, keepalive: true })
+        .catch(() => {});
+    }
   }
 
   /** True while the connection is usable. */

@@ -7,6 +7,7 @@ import { download, fill, h, toast } from '../dom.js';
 import { HlsPlayer } from '../players/hls.js';
 import { MjpegPlayer } from '../players/mjpeg.js';
 import { WebRtcPlayer } from '../players/webrtc.js';
+import { TalkControl } from '../talk.js';
 
 const ORDER = ['webrtc', 'hls', 'mjpeg'];
 const STATS_MS = 1000;
@@ -44,6 +45,7 @@ export function render(root, params, ctx) {
     h('option', { value: 'hls' }, 'HLS only'),
     h('option', { value: 'mjpeg' }, 'MJPEG only'));
   choose.value = ORDER.includes(wanted) ? wanted : '';
+  const talk = new TalkControl();
 
   root.append(
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← Doorbells'), ' · ',
@@ -52,6 +54,7 @@ export function render(root, params, ctx) {
     h('div', { class: 'controls', role: 'group', 'aria-label': 'Live view controls' },
       mute, full, snap, record, retry,
       h('label', { class: 'inline' }, 'Transport ', choose)),
+    talk.element,
     h('dl', { class: 'facts-list' },
       h('dt', {}, 'Transport'), h('dd', {}, transport),
       h('dt', {}, 'Latency'), h('dd', {}, latency),
@@ -87,6 +90,7 @@ export function render(root, params, ctx) {
     clearInterval(statsTimer);
     stage.dataset.transport = '';
     mute.disabled = true;
+    talk.setPlayer(null);
   }
 
   async function connect() {
@@ -124,6 +128,7 @@ export function render(root, params, ctx) {
       note(`playing over ${next.name}`);
       mute.disabled = kind === 'mjpeg' || !next.hasAudio;
       if (mute.disabled) mute.title = kind === 'mjpeg' ? 'MJPEG has no sound' : 'This stream has no sound';
+      talk.setPlayer(next);
       statsTimer = setInterval(updateStats, STATS_MS);
       updateStats();
       return;
@@ -275,6 +280,7 @@ export function render(root, params, ctx) {
 
   return () => {
     gone = true;
+    talk.destroy();
     document.removeEventListener('visibilitychange', onVisibility);
     window.removeEventListener('pagehide', onPageHide);
     window.removeEventListener('pageshow', onPageShow);
