@@ -12,14 +12,24 @@ import asyncio
 import contextlib
 import sys
 
-from bridge.commands import clips, doorbells, events, live, serve, sim, switchbot, triggers
+from bridge.commands import (
+    clips,
+    doorbells,
+    events,
+    live,
+    serve,
+    sim,
+    switchbot,
+    talk,
+    triggers,
+)
 from bridge.commands.common import Command
 from bridge.config import ENV_CONFIG, load_settings
 from bridge.errors import BridgeError, CloudError, ConfigError, UnknownDevice
 from bridge.logs import setup_logging
 
 # In the order `--help` lists them.
-_COMMANDS = (doorbells, live, sim, serve, clips, events, triggers, switchbot)
+_COMMANDS = (doorbells, live, talk, sim, serve, clips, events, triggers, switchbot)
 
 
 def _parser() -> argparse.ArgumentParser:

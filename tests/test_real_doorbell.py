@@ -27,6 +27,7 @@ from bridge.sim.world import SimWorld
 from .chromium_doorbell import chromium_doorbell
 from .fake_doorbell import run
 from .serve_util import FRONT, BridgeFactory, get_json
+from .talk_util import tone_file
 from .web_util import PLAYBACK, frames, new_page, playing, stamp_or_none, until
 
 pytestmark = pytest.mark.slow
@@ -351,3 +352,41 @@ async def test_consumers_joining_a_minute_in_get_pictures_and_clips_their_prerol
 
 async def _live(base: str, name: str) -> bool:
     return await _state(base, name) == "live"
+
+
+# -- talk -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_talk_reaches_a_chromium_doorbell(
+    world: SimWorld, make_bridge: BridgeFactory
+) -> None:
+    # libwebrtc answers the bridge's sendrecv audio; its inbound-rtp audio bytes are the witness
+    # that /api/talk's Opus reaches a real WebRTC stack, and only while someone talks.
+    async with chromium_doorbell(world, world.doorbell(FRONT)) as door:
+        bridge = await make_bridge()
+        # Wake it: the call is up (and its silent talk track negotiated) before counting.
+        frame_url = bridge.http_url + "api/frame.jpeg?src=front-door"
+        async with aiohttp.ClientSession() as http, http.get(frame_url) as resp:
+            assert resp.status == 200
+
+        async def received() -> int:
+            return int((await door.stats())["total"]["audioBytesReceived"])
+
+        async def rising() -> bool:
+            return await received() > before + 2000
+
+        before = await received()
+        await asyncio.sleep(1.0)
+        assert await received() == before  # silent track: nothing is sent while nobody talks
+        url = bridge.http_url + "api/talk?src=front-door"
+        async with aiohttp.ClientSession() as http:
+            talk = asyncio.create_task(http.post(url, data=io.BytesIO(tone_file(1000.0, 2.0))))
+            await until(rising, timeout=5)  # while it plays, not only once it is done
+            resp = await talk
+            assert resp.status == 200, await resp.text()
+            answer = await resp.json()
+        assert answer["codec"] == "audio/opus"
+        after = await received()
+        assert after > before + 10_000, (before, after)  # ~2 s of Opus at a voice bitrate
+        assert door.watch.errors == []

@@ -9,15 +9,40 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import aiohttp
+
 from bridge.config import Settings
 from bridge.skybell import Device, find_device
 
-__all__ = ["Command", "choose_devices", "on_simulator", "print_table", "until_stopped"]
+__all__ = [
+    "Command",
+    "bridge_auth_headers",
+    "bridge_url",
+    "choose_devices",
+    "on_simulator",
+    "print_table",
+    "until_stopped",
+]
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 # The simulated doorbells answer on loopback only (bridge.sim.doorbell.LOOPBACK).
 _SIM_HOSTS = "127.0.0.1"
+
+
+def bridge_url(settings: Settings) -> str:
+    """The running bridge's base URL from the settings (a wildcard host is reached on loopback)."""
+    srv = settings.server
+    host = "127.0.0.1" if srv.host in ("0.0.0.0", "::", "") else srv.host
+    return f"http://{host}:{srv.port}/"
+
+
+def bridge_auth_headers(settings: Settings) -> dict[str, str]:
+    """Basic auth for the running bridge, when it has a password."""
+    srv = settings.server
+    if srv.password is None:
+        return {}
+    return {"Authorization": aiohttp.encode_basic_auth(srv.username, srv.password.reveal())}
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

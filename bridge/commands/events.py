@@ -8,23 +8,11 @@ from typing import Any
 
 import aiohttp
 
+from bridge.commands.common import bridge_auth_headers, bridge_url
 from bridge.config import Settings
 from bridge.errors import BridgeError
 
 __all__ = ["add_parsers"]
-
-
-def _bridge_url(settings: Settings) -> str:
-    srv = settings.server
-    host = "127.0.0.1" if srv.host in ("0.0.0.0", "::", "") else srv.host
-    return f"http://{host}:{srv.port}/"
-
-
-def _auth_headers(settings: Settings) -> dict[str, str]:
-    srv = settings.server
-    if srv.password is None:
-        return {}
-    return {"Authorization": aiohttp.encode_basic_auth(srv.username, srv.password.reveal())}
 
 
 def _describe(data: dict[str, Any]) -> str:
@@ -39,11 +27,11 @@ def _describe(data: dict[str, Any]) -> str:
 
 async def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     """Print the running bridge's events as they happen (its server-sent events feed)."""
-    url = (args.url or _bridge_url(settings)).rstrip("/") + "/api/events/stream"
+    url = (args.url or bridge_url(settings)).rstrip("/") + "/api/events/stream"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         try:
-            async with http.get(url, headers=_auth_headers(settings)) as resp:
+            async with http.get(url, headers=bridge_auth_headers(settings)) as resp:
                 if resp.status != 200:
                     raise BridgeError(f"{url} answered HTTP {resp.status}")
                 print(f"following {url} (Ctrl-C to stop)", flush=True)

@@ -30,6 +30,7 @@ from bridge.kvs import (
 from bridge.kvs.messages import Closed
 from bridge.media.keyframes import KeyframeKind
 from bridge.media.packet import MediaPacket
+from bridge.media.talk_track import TalkTrack
 from bridge.media.webrtc_source import WebRtcSource, choose_ice_servers
 from bridge.skybell import LiveCall, SkyBellClient
 
@@ -83,6 +84,16 @@ class CloudLiveCall:
                 # open socket would only be cut by KVS after 10 idle minutes anyway.
                 await self._close_signaling()
             yield packet
+
+    @property
+    def talk_track(self) -> TalkTrack | None:
+        """What the doorbell hears (``bridge.talk``); None when it takes no audio."""
+        return self._source.talk_track
+
+    @property
+    def talk_refusal(self) -> str:
+        """Why there is no talk track; empty when there is one."""
+        return self._source.talk_refusal
 
     def request_keyframe(self, kind: KeyframeKind = "pli") -> None:
         """Send a PLI or FIR to the doorbell."""

@@ -11,9 +11,11 @@ talkspurt), as they do after DTX. Keeping them contiguous instead would make the
 seconds of audio arrive "late" at once and grow its jitter buffer, adding delay to everything
 said afterwards.
 
-Frames come in already converted by the talker (``TalkSession``) to signed 16-bit mono at the
-negotiated codec's clock rate, 20 ms each: the format aiortc's Opus (48 kHz) and G.711 (8 kHz)
-encoders take, so the audio is resampled once and encoded once. ``recv()`` paces them in real
+Frames come in already converted by the talker (``TalkSession``) to signed 16-bit at the
+negotiated codec's clock rate, 20 ms each, stereo for Opus and mono for G.711: the format
+aiortc's Opus (48 kHz stereo) and G.711 (8 kHz mono) encoders take, so the audio is resampled
+once and encoded once. (Stereo for Opus because the encoder's own mono-to-stereo step would
+mix the voice 3 dB quieter, FFmpeg's centre mix level.) ``recv()`` paces them in real
 time, which is what the sender expects of a track (it does not pace by itself).
 """
 
@@ -65,6 +67,11 @@ class TalkTrack(MediaStreamTrack):
         return int(self.sample_rate * FRAME_SECONDS)
 
     @property
+    def layout(self) -> str:
+        """The channel layout frames must have: what the codec's encoder takes as it is."""
+        return "stereo" if self.codec.lower() == "audio/opus" else "mono"
+
+    @property
     def queued(self) -> int:
         """Frames waiting to be sent."""
         return self._queue.qsize()
@@ -77,8 +84,9 @@ class TalkTrack(MediaStreamTrack):
 
     def silence(self) -> av.AudioFrame:
         """One 20 ms frame of silence in the track's format."""
-        samples = np.zeros((1, self.samples_per_frame), dtype=np.int16)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        channels = 2 if self.layout == "stereo" else 1
+        samples = np.zeros((1, self.samples_per_frame * channels), dtype=np.int16)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout=self.layout)
         frame.sample_rate = self.sample_rate
         return frame
 

@@ -36,6 +36,7 @@ from bridge.tasks import TaskSet
 from . import aiortc_patch
 from .keyframes import KeyframeKind
 from .packet import MediaPacket
+from .talk_track import TalkTrack
 
 __all__ = [
     "MAX_SIGNALING_PAYLOAD",
@@ -193,7 +194,12 @@ _END = object()
 
 
 class WebRtcSource:
-    """A recvonly H.264 + audio peer delivering encoded packets (see the module docstring).
+    """A recvonly H.264 + sendrecv audio peer delivering encoded packets (see the module docstring).
+
+    Audio is offered ``sendrecv`` with a silent ``TalkTrack`` as what we send, so talking to the
+    visitor needs no renegotiation; the track costs nothing until someone talks. A doorbell
+    that answers without receiving audio leaves ``talk_track`` None and ``talk_refusal`` saying
+    why; live view does not depend on it.
 
     Use ``packets()`` (an async iterator that ends on close and raises on failure) and/or pass
     ``on_packet``. ``on_state`` sees every connection-state change ("connecting",
@@ -230,6 +236,8 @@ class WebRtcSource:
         self._closed = False
         self._connected = asyncio.Event()
         self._state = "new"
+        self._talk: TalkTrack | None = None
+        self.talk_refusal = "the doorbell has not answered yet"
 
     # -- negotiation -----------------------------------------------------------------------
 
@@ -241,7 +249,9 @@ class WebRtcSource:
             # The ICE connections are made with the transceivers, so they keep these addresses.
             pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
             video = pc.addTransceiver("video", direction="recvonly")
-            audio = pc.addTransceiver("audio", direction="recvonly")
+            # sendrecv: the talk path (bridge.talk) sends on it; see TalkTrack for the cost.
+            self._talk = TalkTrack()
+            audio = pc.addTransceiver(self._talk, direction="sendrecv")
         self._pc = pc
         pc.on("connectionstatechange", self._state_changed)
 
@@ -304,6 +314,34 @@ class WebRtcSource:
             track = transceiver.receiver.track
             if track is not None:
                 self._tasks.spawn(self._read(kind, track))
+        self._settle_talk()
+
+    def _settle_talk(self) -> None:
+        """Keep the talk track only if the doorbell's answer lets it receive our audio."""
+        audio = self._transceivers.get("audio")
+        talk = self._talk
+        if audio is None or talk is None:
+            return
+        direction = audio.currentDirection
+        codecs = getattr(audio, "_codecs", [])  # the answer's codecs, set by aiortc
+        if direction in ("sendrecv", "sendonly") and codecs:
+            codec = codecs[0]
+            talk.configure(codec.mimeType, codec.clockRate)
+            self.talk_refusal = ""
+            logger.debug("talk: the doorbell takes %s audio", codec.mimeType)
+        else:
+            # Our direction is the mirror of the doorbell's: recvonly here is its sendonly.
+            theirs = {"recvonly": "sendonly", "inactive": "inactive"}.get(direction or "", "")
+            answered = f"answered audio {theirs}" if theirs else "answered without audio"
+            self.talk_refusal = f"the doorbell {answered}: it takes no audio"
+            logger.info("talk unsupported: %s", self.talk_refusal)
+            talk.stop()
+            self._talk = None
+
+    @property
+    def talk_track(self) -> TalkTrack | None:
+        """What the doorbell hears, once it accepted audio; None before or without."""
+        return self._talk if not self.talk_refusal else None
 
     async def add_remote_candidate(
         self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
@@ -422,6 +460,8 @@ class WebRtcSource:
         if self._closed:
             return
         self._closed = True
+        if self._talk is not None:
+            self._talk.stop()
         await self._tasks.cancel_all()
         if self._pc is not None:
             await self._pc.close()

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import (
+    MediaStreamError,
     RTCConfiguration,
     RTCIceServer,
     RTCIceTransportPolicy,
@@ -45,10 +46,12 @@ from aiortc import (
 
 from bridge.media import aiortc_patch
 from bridge.media.aiortc_patch import FeedbackPacket
+from bridge.media.packet import MediaPacket
 from bridge.media.webrtc_source import parse_candidate
 from bridge.tasks import TaskSet
 
 from .feedback import KeyframeGate
+from .hearing import Ear
 from .media_settings import (
     AUDIO_MIME,
     KEYFRAMES_ENV,
@@ -128,6 +131,7 @@ class SimDoorbellPeer:
         self._video: VideoTrack | None = None
         self._gate: KeyframeGate | None = None
         self._cut = Cut(self.settings.cut_after)
+        self.ear = Ear()  # what a viewer says to the visitor through this doorbell
         self._tasks = TaskSet()
         self._closed = False
 
@@ -230,7 +234,12 @@ class SimDoorbellPeer:
             senders = [video.sender]
             if settings.audio_codec is not None:
                 rate = 48000 if settings.audio_codec == "opus" else 8000
-                audio = pc.addTransceiver(ToneTrack(rate, self._cut), direction="sendonly")
+                # sendrecv: the doorbell's speaker plays what a viewer sends (see hearing.py).
+                direction = "sendrecv" if settings.talk else "sendonly"
+                audio = pc.addTransceiver(ToneTrack(rate, self._cut), direction=direction)
+                if settings.talk:
+                    # Encoded packets, so the ear counts the wire's bytes and decodes them itself.
+                    aiortc_patch.enable_passthrough(audio.receiver)
                 mime = AUDIO_MIME[settings.audio_codec]
                 audio.setCodecPreferences(
                     [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime]
@@ -239,6 +248,10 @@ class SimDoorbellPeer:
 
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
+        if settings.audio_codec is not None and settings.talk:
+            heard = audio.receiver.track
+            if heard is not None and audio.currentDirection in ("sendrecv", "recvonly"):
+                self._tasks.spawn(self._listen(heard))
         # Hooks go on after setRemoteDescription: BUNDLE may have moved the senders to
         # another transport by then.
         self._gate = KeyframeGate(aiortc_patch.sender_ssrcs(video.sender)[0])
@@ -253,6 +266,16 @@ class SimDoorbellPeer:
             sdp, candidates = _split_candidates(sdp)
             self._tasks.spawn(self._trickle(candidates))
         return sdp
+
+    async def _listen(self, track: Any) -> None:
+        """Feed the ear every audio packet a viewer sends until the track ends."""
+        while True:
+            try:
+                packet = await track.recv()
+            except MediaStreamError:
+                return
+            if isinstance(packet, MediaPacket):
+                self.ear.hear(packet)
 
     async def _trickle(self, candidates: list[tuple[str, str | None, int]]) -> None:
         # Like the C SDK, candidates follow the answer a little later, one message each.

@@ -68,6 +68,7 @@ _FIELDS: dict[str, tuple[Any, bool]] = {
     "bitrate": (_integer, True),
     "profile": (_string, False),
     "audio_codec": (_string, True),
+    "talk": (_boolean, False),
     "loss_percent": (_number, False),
     "retransmit": (_boolean, False),
     "cut_after": (_number, True),

@@ -89,6 +89,9 @@ class SimMediaSettings:
     # Quality-scaler script: (seconds after the first frame, width, height), in order.
     scale_schedule: tuple[tuple[float, int, int], ...] = ()
     audio_codec: AudioCodec | None = "opus"  # None: no audio m-line answered
+    # Whether the doorbell takes audio from a viewer (answers audio sendrecv, and hears it);
+    # False answers sendonly, as a doorbell without a speaker would: talk is unsupported.
+    talk: bool = True
     loss_percent: float = 0.0  # outgoing RTP dropped at random
     retransmit: bool = True  # False: NACKed packets are lost too (forces PLI recovery)
     cut_after: float | None = None  # seconds of media before the stream is cut

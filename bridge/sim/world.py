@@ -16,7 +16,10 @@ with ``{"fault": NAME}`` breaks it the way the field does: ``drop`` (the peers c
 ``vanish`` (they go silent without closing), ``expire_credentials`` (the channel's temporary
 AWS keys expire now), and ``go_away``/``reconnect_ice``/``junk`` (armed for the next viewer's
 offer: GO_AWAY instead of relaying it, or RECONNECT_ICE_SERVER/junk frames before it).
-``relay_only: true`` in the media settings makes the next viewers reach the doorbell only
+``GET /_sim/doorbells/{name_or_id}/heard`` tells what viewers said through the doorbell's
+speaker (level, dominant frequency, onset time, packets and bytes: see bridge/sim/hearing.py);
+``talk: false`` in the media settings makes the next viewers' calls refuse audio (answered
+sendonly). ``relay_only: true`` in the media settings makes the next viewers reach the doorbell only
 through the TURN server of ``POST /_sim/extra_ice``. The default keyframe mode of a whole run
 comes from ``SKYBELL_BRIDGE_SIM_KEYFRAMES`` (see bridge/sim/doorbell.py).
 """
@@ -37,6 +40,7 @@ from bridge.kvs.presign import presign_wss
 from bridge.media.webrtc_source import choose_ice_servers
 from bridge.sim.cloud import SimCloud, SimDevice
 from bridge.sim.doorbell import LIVE_FIELDS, SimDoorbellPeer, SimMediaSettings, SimPeerStats
+from bridge.sim.hearing import Ear
 from bridge.sim.kvs import VIEWER_FAULTS, SimKvs
 from bridge.sim.kvs_master import SimKvsMaster, master_url_factory
 from bridge.sim.media_control import parse_media_changes, settings_json
@@ -66,6 +70,7 @@ class SimDoorbell:
         self.external_master = False
         self._master: SimKvsMaster | None = None
         self._ended = SimPeerStats()  # counters of viewers already gone, summed
+        self._last_ear: Ear | None = None  # the latest viewer that said something, even if gone
 
     @property
     def settings(self) -> SimMediaSettings:
@@ -104,13 +109,22 @@ class SimDoorbell:
             "settings": settings_json(self.settings),
             "viewers": len(self.peers),
             "offers": self.offers,
+            "heard": self.heard(),
             "stats": {
                 **totals,
                 "resolution": list(latest.resolution) if latest is not None else None,
             },
         }
 
+    def heard(self) -> dict[str, Any]:
+        """What the latest viewer that talked said through the doorbell (see hearing.py)."""
+        ears = [p.ear for p in self.peers.values() if p.ear.packets]
+        ear = ears[-1] if ears else self._last_ear
+        return {"id": self.device.id, "name": self.device.name, **(ear or Ear()).stats()}
+
     def _retire(self, peer: SimDoorbellPeer) -> None:
+        if peer.ear.packets:
+            self._last_ear = peer.ear
         for name, value in peer.stats.as_dict().items():
             setattr(self._ended, name, getattr(self._ended, name) + value)
 
@@ -239,6 +253,7 @@ class SimWorld:
         app.router.add_get("/_sim/doorbells/{name_or_id}/media", self._get_media)
         app.router.add_post("/_sim/doorbells/{name_or_id}/media", self._set_media)
         app.router.add_post("/_sim/doorbells/{name_or_id}/fault", self._fault)
+        app.router.add_get("/_sim/doorbells/{name_or_id}/heard", self._get_heard)
         self.presser.setup(app)
         self.videos.setup(app)
         app.add_subapp(SWITCHBOT_PREFIX, self.switchbot.app())
@@ -267,6 +282,9 @@ class SimWorld:
 
     async def _get_media(self, request: web.Request) -> web.Response:
         return web.json_response(self._bell_or_404(request).media_stats())
+
+    async def _get_heard(self, request: web.Request) -> web.Response:
+        return web.json_response(self._bell_or_404(request).heard())
 
     async def _set_media(self, request: web.Request) -> web.Response:
         bell = self._bell_or_404(request)

@@ -18,6 +18,9 @@ from .errors import AudioTooLong, AudioUndecodable
 
 __all__ = ["AUDIO_FORMATS", "decode_audio"]
 
+# Decoded audio is held in memory until played: a minute of 48 kHz stereo float is 23 MiB.
+_MAX_DECODED = 128 << 20
+
 # FFmpeg demuxer names. "mov" is the MP4/M4A demuxer (its data references stay off: FFmpeg's
 # enable_drefs defaults to 0). Raw AAC (ADTS) and AMR come as phone recordings do.
 AUDIO_FORMATS = (
@@ -54,18 +57,21 @@ def _frames(container: av.container.InputContainer, max_seconds: float) -> list[
         kinds: list[str] = sorted({s.type for s in container.streams}) or ["nothing"]
         raise AudioUndecodable(f"no audio in the {container.format.name} body (found {kinds})")
     stream = container.streams.audio[0]
-    # The container's own duration (microseconds) refuses a long file before decoding it all.
-    if container.duration is not None and container.duration / 1e6 > max_seconds + 0.5:
-        raise AudioTooLong(container.duration / 1e6, max_seconds)
     frames: list[av.AudioFrame] = []
     seconds = 0.0
+    held = 0  # bytes of decoded audio: many channels at a high rate add up within max_seconds
     try:
         for frame in container.decode(stream):
             if not frame.samples or not frame.sample_rate:
                 continue
             seconds += frame.samples / frame.sample_rate
+            held += sum(plane.buffer_size for plane in frame.planes)
             if seconds > max_seconds:
                 raise AudioTooLong(seconds, max_seconds)
+            if held > _MAX_DECODED:
+                raise AudioTooLong(
+                    seconds, max_seconds, f"over {_MAX_DECODED >> 20} MiB once decoded"
+                )
             frames.append(frame)
     except AudioTooLong:
         raise

@@ -66,7 +66,12 @@ class AudioTooLong(TalkError):
 
     status = 413
 
-    def __init__(self, seconds: float, max_seconds: float) -> None:
-        super().__init__(f"audio longer than {max_seconds:g} s (at least {seconds:.1f} s)")
+    def __init__(self, seconds: float, max_seconds: float, why: str = "") -> None:
+        super().__init__(
+            f"audio too large: {why}"
+            if why
+            else f"audio longer than talk.max_seconds = {max_seconds:g} s "
+            f"(at least {seconds:.1f} s)"
+        )
         self.seconds = seconds
         self.max_seconds = max_seconds

@@ -7,7 +7,8 @@ negotiated. The call's ``TalkTrack`` is what the doorbell receives; a call witho
 doorbell answered without audio it receives) is ``TalkUnsupported``.
 
 ``TalkSession.write`` converts any frame once, to what the negotiated encoder takes (signed
-16-bit mono at its clock rate, 20 ms frames); aiortc's encoder then encodes it once.
+16-bit at its clock rate, 20 ms frames; see ``TalkTrack``); aiortc's encoder then encodes it
+once. A stereo source is mixed down to mono first: the doorbell has one speaker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterable
 from typing import Protocol, runtime_checkable
 
 import av
+import numpy as np
 
 from bridge.errors import UnknownDevice
 from bridge.media.buffers import StreamEnded, Subscriber
@@ -94,12 +96,21 @@ class TalkSession:
         for out in self._resampler.resample(frame):
             await self._put(out)
 
+    def _layout(self, mono: av.AudioFrame) -> av.AudioFrame:
+        """The mono frame as the track's layout: both channels the same voice at full level."""
+        if self._track.layout == "mono":
+            return mono
+        both = np.repeat(mono.to_ndarray(), 2, axis=1).astype(np.int16)  # packed: L R L R ...
+        frame = av.AudioFrame.from_ndarray(both, format="s16", layout="stereo")
+        frame.sample_rate = mono.sample_rate
+        return frame
+
     async def _put(self, frame: av.AudioFrame) -> None:
         if self._track.readyState != "live":
             raise TalkUnavailable(f"the live call to {self.stream_name} ended while talking")
         try:
             async with asyncio.timeout(_STALL_SECONDS):
-                await self._track.put(frame)
+                await self._track.put(self._layout(frame))
         except TimeoutError:
             raise TalkUnavailable(
                 f"{self.stream_name} took no audio for {_STALL_SECONDS:g} s"

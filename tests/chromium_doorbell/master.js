@@ -28,6 +28,8 @@ const HEIGHT = Number(params.get('height') || 480);
 const FPS = Number(params.get('fps') || 15);
 const COUNTERS = ['pliCount', 'firCount', 'nackCount', 'keyFramesEncoded', 'framesEncoded',
   'framesSent', 'packetsSent', 'bytesSent'];
+// Inbound audio (talk from the bridge), per peer and summed.
+const AUDIO_IN = ['audioBytesReceived', 'audioPacketsReceived'];
 
 const peers = new Map();   // viewer client id -> peer record
 const finished = [];       // last stats of peers that are gone
@@ -226,7 +228,8 @@ async function onOffer(viewer, sdp) {
     if (!track) continue;
     transceiver.setCodecPreferences(preferred(kind, kind === 'video' ? H264 : OPUS));
     await transceiver.sender.replaceTrack(track);
-    transceiver.direction = 'sendonly';
+    // Audio both ways, as a doorbell with a speaker answers: the bridge's talk reaches it.
+    transceiver.direction = kind === 'audio' ? 'sendrecv' : 'sendonly';
   }
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
@@ -276,6 +279,11 @@ async function peerStats(rec) {
         mimeType: s.codecId && report.get(s.codecId) ? report.get(s.codecId).mimeType : undefined,
       });
     }
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+      // What the bridge says to the visitor (talk), as libwebrtc received it.
+      out.audioBytesReceived = s.bytesReceived || 0;
+      out.audioPacketsReceived = s.packetsReceived || 0;
+    }
     if (s.type === 'transport' && s.selectedCandidatePairId) {
       const pair = report.get(s.selectedCandidatePairId);
       const local = pair && report.get(pair.localCandidateId);
@@ -290,7 +298,8 @@ async function peerStats(rec) {
 window.stats = async () => {
   const live = await Promise.all([...peers.values()].map(peerStats));
   const all = [...finished, ...live];
-  const total = Object.fromEntries(COUNTERS.map(k => [k, all.reduce((n, p) => n + (p[k] || 0), 0)]));
+  const summed = [...COUNTERS, ...AUDIO_IN];
+  const total = Object.fromEntries(summed.map(k => [k, all.reduce((n, p) => n + (p[k] || 0), 0)]));
   return {peers: live, finished, total, connects, source: SOURCE, events: events.slice(-100)};
 };
 
