@@ -77,6 +77,7 @@ _LOGGER = logging.getLogger(__name__)
 ClipStarter = Callable[[Event], Awaitable[str]]  # start/extend a clip; returns a detail line
 Warmer = Callable[[Event, float], Awaitable[str]]  # keep the live session up N s; detail line
 _T = TypeVar("_T", Scene, SwitchBotDevice)
+_SAY_WAKE = 20.0  # the talk service's default wait for a sleeping doorbell's live call
 
 
 class ActionResultDict(TypedDict):
@@ -403,7 +404,8 @@ class RuleEngine:
         label = f"{rule.name}: {action.label}"
         limit = self._action_timeout
         if isinstance(action, SayAction):
-            limit += action.seconds  # the file plays in real time
+            # The file plays in real time, after the doorbell wakes (talk.wake_timeout).
+            limit += action.seconds + _SAY_WAKE
         try:
             async with asyncio.timeout(limit):
                 detail, ok = await self._do(rule, action, event), True

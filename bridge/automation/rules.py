@@ -65,7 +65,7 @@ _RULE_KEYS = frozenset(
     {"name", "on", "devices", "switchbot_devices", "when", "cooldown", "do", "enabled"}
 )
 _MAX_LED = 3600.0  # an LED colour held longer than an hour is a setting, not an action
-_MAX_SAY = 600.0  # seconds of audio a rule may play (talk.max_seconds still applies)
+_MAX_SAY = 600.0  # seconds of audio a rule may play: ten minutes is no message
 BROADCAST = "255.255.255.255"
 _WHEN_KEYS = frozenset({"after", "before", "timezone"})
 _MAX_WARM = 3600.0  # the hub keeps a call alive this long at most per request; longer is a typo

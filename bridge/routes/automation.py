@@ -25,7 +25,7 @@ from bridge.record import Recorder, StorageFull
 from bridge.record.archive import CloudArchive
 from bridge.routes.archive import ARCHIVE
 from bridge.routes.clips import RECORDER
-from bridge.routes.common import HUB
+from bridge.routes.common import HUB, TALK
 from bridge.routes.events import EVENTS
 from bridge.routes.rule_actions import doorbell_actions
 from bridge.skybell.client import SkyBellClient
@@ -109,7 +109,14 @@ def setup(
         leds = LedHolds(client) if client is not None else None
         actions = None
         if client is not None and leds is not None:
-            actions = doorbell_actions(app[HUB], recorder, client, leds, chime_port=chime_port)
+            actions = doorbell_actions(
+                app[HUB],
+                recorder,
+                client,
+                leds,
+                chime_port=chime_port,
+                talk=lambda: app.get(TALK),
+            )
         engine = app[RULES] = RuleEngine(
             rules,
             switchbot=switchbot,
