@@ -40,6 +40,7 @@ from bridge.routes import (
     talk,
     webrtc,
 )
+from bridge.routes import switchbot as switchbot_route
 from bridge.routes import web as web_page
 from bridge.routes.auth import AUTH_LIMITER, basic_auth_middleware
 from bridge.routes.common import DEVICES, HUB
@@ -87,12 +88,14 @@ def _stream_info(app: web.Application) -> Callable[[Stream], streams.StreamExtra
     return info
 
 
-def _middlewares(srv: ServerSettings, limiter: ConnectionLimiter) -> list[Middleware]:
+def _middlewares(
+    srv: ServerSettings, limiter: ConnectionLimiter, open_paths: tuple[str, ...] = _OPEN_PATHS
+) -> list[Middleware]:
     # The limits first, so a request counts as proof of life even when it is then refused.
     # Host and Origin are checked with or without a password (DNS rebinding, cross-site
     # writes); the open paths carry their own credential or tell nothing (see routes.origin).
     policy = HostPolicy((srv.host, srv.rtsp_host), srv.allowed_hosts)
-    middlewares = [limits.limits_middleware(limiter), guard_middleware(policy, exempt=_OPEN_PATHS)]
+    middlewares = [limits.limits_middleware(limiter), guard_middleware(policy, exempt=open_paths)]
     if srv.password is not None:
         # server.metrics_token lets Prometheus scrape /metrics without holding the password.
         token = srv.metrics_token
@@ -100,7 +103,7 @@ def _middlewares(srv: ServerSettings, limiter: ConnectionLimiter) -> list[Middle
             basic_auth_middleware(
                 srv.username,
                 srv.password.reveal(),
-                open_paths=_OPEN_PATHS,
+                open_paths=open_paths,
                 bearer_tokens={metrics.METRICS_PATH: token.reveal()} if token else None,
             )
         )
@@ -121,7 +124,11 @@ def build_app(
         max_per_client=srv.max_connections_per_client,
         exempt=[a for a in srv.trusted_proxies.split(",") if a.strip()],
     )
-    app = web.Application(middlewares=_middlewares(srv, limiter))
+    # SwitchBot posts to the public name it was given and sends no password: its receiver's
+    # path holds the random token that is its credential (bridge.routes.switchbot).
+    token = settings.switchbot.webhook_token
+    open_paths = _OPEN_PATHS + ((switchbot_route.webhook_path(token),) if token else ())
+    app = web.Application(middlewares=_middlewares(srv, limiter, open_paths))
     app[AUTH_LIMITER] = build_auth_limiter(srv)  # one wrong-password count for HTTP and RTSP
     clips_dir = settings.storage.clips_dir
 
@@ -141,6 +148,7 @@ def build_app(
         client=client,
         chime_port=settings.events.udp_port,
     )
+    switchbot_route.setup(app, settings.switchbot.webhook_token)
     limits.setup(app, limiter)
     rtsp.setup(app, srv)
     hls.setup(app, settings.hls)

@@ -31,19 +31,27 @@ fields, each shortened, and every error is one line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from bridge.errors import ConfigError
+from bridge.redact import Secret
 from bridge.skybell.payloads import Event, PayloadError, event_id, parse_time
 
 __all__ = [
     "SWITCHBOT_EVENT_TYPES",
     "SWITCHBOT_SOURCE",
+    "WEBHOOK_PREFIX",
     "is_switchbot_event",
     "normalise_mac",
     "parse_switchbot_event",
+    "webhook_path",
 ]
+
+WEBHOOK_PREFIX: Final = "/api/switchbot/webhook/"  # + the token: the receiver's path
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 SWITCHBOT_SOURCE: Final = "switchbot"
 _PREFIX = "switchbot."
@@ -91,6 +99,19 @@ SWITCHBOT_EVENT_TYPES: Final = tuple(
         | {_PREFIX + "keypad.other", _PREFIX + "other"}
     )
 )
+
+
+def webhook_path(token: Secret) -> str:
+    """The receiver's path for ``token`` (what ``switchbot webhook add`` registers);
+    ConfigError for a token that is short or is not one URL path segment."""
+    text = token.reveal()
+    if not _TOKEN.fullmatch(text):
+        # The token itself is never echoed: it is the credential.
+        raise ConfigError(
+            "switchbot.webhook_token",
+            "use 16 to 128 letters, digits, - and _ (switchbot webhook add makes one)",
+        )
+    return WEBHOOK_PREFIX + text
 
 
 def is_switchbot_event(kind: str) -> bool:

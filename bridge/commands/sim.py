@@ -1,5 +1,6 @@
-"""``skybell-bridge sim``: run the simulated SkyBell cloud, KVS signaling and doorbells, or
-press a running simulator's doorbell (``skybell-bridge sim press DEVICE``)."""
+"""``skybell-bridge sim``: run the simulated SkyBell cloud, KVS signaling and doorbells, press a
+running simulator's doorbell (``skybell-bridge sim press DEVICE``), or make its SwitchBot send a
+webhook event (``skybell-bridge sim switchbot motion``) to the URL registered with it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ __all__ = ["add_parsers"]
 
 async def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     """Run the simulated SkyBell cloud until interrupted (or press a running one's doorbell)."""
+    if args.action and args.action[0] == "switchbot":
+        return await cmd_sim_switchbot(settings, args)
     if args.action:
         return await cmd_sim_press(settings, args)
     # The simulator is imported only when it runs: the bridge itself never needs it.
@@ -73,15 +76,52 @@ async def cmd_sim_press(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_sim_switchbot(settings: Settings, args: argparse.Namespace) -> int:
+    """Make a running simulator's SwitchBot post an event to its registered webhooks."""
+    from bridge.sim.switchbot_events import SIM_EVENTS
+    from bridge.sim.world import SWITCHBOT_PREFIX
+
+    if len(args.action) < 2:
+        raise BridgeError(
+            f"usage: skybell-bridge sim switchbot EVENT [DEVICE]; EVENT: {', '.join(SIM_EVENTS)}"
+        )
+    body = {"event": args.action[1], "device": args.action[2] if len(args.action) > 2 else None}
+    url = args.url.rstrip("/") + SWITCHBOT_PREFIX + "/_sim/event"
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.post(url, json=body) as resp:
+                answer = await resp.json(content_type=None)
+        except aiohttp.ClientConnectionError as err:
+            raise BridgeError(f"no simulator at {args.url}: {err}") from None
+    if resp.status != 200 or not isinstance(answer, dict):
+        why = answer.get("error", resp.status) if isinstance(answer, dict) else resp.status
+        raise BridgeError(f"the simulator refused: {why}")
+    sent = answer.get("sent") or []
+    if not sent:
+        print("no webhook is registered with the simulated SwitchBot (switchbot webhook add)")
+        return 1
+    for item in sent:
+        print(f"sent {args.action[1]} to {item.get('url')}: {item.get('status')}")
+    return 0 if all(item.get("status") == 200 for item in sent) else 1
+
+
 def add_parsers(sub: Any) -> None:
     """Add ``sim`` (run it, or ``sim press``)."""
     p = sub.add_parser(
         "sim",
         help="run the simulated SkyBell cloud, signaling and doorbells; "
-        "'sim press DEVICE [motion]' presses a running simulator's doorbell",
+        "'sim press DEVICE [motion]' presses a running simulator's doorbell; "
+        "'sim switchbot EVENT [DEVICE]' makes its SwitchBot send a webhook event",
     )
-    p.add_argument("action", nargs="*", metavar="press DEVICE", help="press a doorbell")
-    p.add_argument("--url", default="http://127.0.0.1:8080", help="the simulator, for press")
+    p.add_argument(
+        "action",
+        nargs="*",
+        metavar="press DEVICE | switchbot EVENT",
+        help="press a doorbell, or send a SwitchBot event (motion, open, close, unlocked, ...)",
+    )
+    p.add_argument(
+        "--url", default="http://127.0.0.1:8080", help="the simulator, for press and switchbot"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--doorbells", type=int, default=2, help="how many simulated doorbells")

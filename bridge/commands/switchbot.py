@@ -1,4 +1,4 @@
-"""``skybell-bridge scenes`` and ``skybell-bridge switchbot devices``."""
+"""``skybell-bridge scenes``, ``switchbot devices`` and ``switchbot webhook ...``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from bridge.cloud import open_cloud
 from bridge.commands.common import print_table
+from bridge.commands.switchbot_webhook import add_webhook_parsers
 from bridge.config import Settings
 from bridge.errors import ConfigError
 
@@ -48,3 +49,4 @@ def add_parsers(sub: Any) -> None:
     ssub = p.add_subparsers(dest="switchbot_command", required=True, metavar="ACTION")
     d = ssub.add_parser("devices", help="list SwitchBot devices and remotes")
     d.set_defaults(func=cmd_devices)
+    add_webhook_parsers(ssub)

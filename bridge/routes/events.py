@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bridge.automation.switchbot_events import SWITCHBOT_EVENT_TYPES
 from bridge.events.bus import EventQueue
 from bridge.events.options import EventOptions
 from bridge.events.service import EventService
@@ -148,11 +149,10 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
 
 def _types_param(request: web.Request) -> set[str]:
     types = {t for t in request.query.get("type", "").split(",") if t}
-    unknown = types - set(EVENT_TYPES)
+    known = (*EVENT_TYPES, *SWITCHBOT_EVENT_TYPES)
+    unknown = types - set(known)
     if unknown:
-        raise error(
-            web.HTTPBadRequest, f"unknown type {sorted(unknown)[0]!r}", types=list(EVENT_TYPES)
-        )
+        raise error(web.HTTPBadRequest, f"unknown type {sorted(unknown)[0]!r}", types=list(known))
     return types
 
 

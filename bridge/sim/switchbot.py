@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.sim.switchbot_events import ALIASES, SIM_EVENTS, Delivery, deliver, webhook_body
+
 __all__ = [
     "DEFAULT_SECRET",
     "DEFAULT_TOKEN",
@@ -46,6 +48,10 @@ _BOT = "F1D2C3B4A596"
 _PLUG = "6055F9A1B2C3"
 _BULB = "84F70312AB6C"
 _IR_LIGHT = "02-202604121530-48813025"
+_MOTION = "C01D4E5F6071"
+_CONTACT = "C01D4E5F6072"
+_LOCK = "C01D4E5F6073"
+_KEYPAD = "C01D4E5F6074"
 _ON_OFF = frozenset({"turnOn", "turnOff"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -125,7 +131,8 @@ class Faults:
 
 
 def default_devices() -> list[SimSwitchDevice]:
-    """A Hub Mini, the Bot behind it, a Plug Mini, a Color Bulb and an infrared light."""
+    """A Hub Mini, the Bot behind it, a Plug Mini, a Color Bulb, an infrared light, and a
+    motion sensor, a contact sensor, a lock and a keypad that send webhook events."""
     return [
         SimSwitchDevice(_HUB, "Hallway Hub", "Hub Mini", frozenset()),
         SimSwitchDevice(
@@ -158,6 +165,13 @@ def default_devices() -> list[SimSwitchDevice]:
             hub_id=_HUB,
             remote=True,
         ),
+        # Devices that send webhook events (see bridge.sim.switchbot_events).
+        SimSwitchDevice(_MOTION, "Path Sensor", "Motion Sensor", frozenset(), hub_id=_HUB),
+        SimSwitchDevice(_CONTACT, "Front Door Contact", "Contact Sensor", frozenset(), hub_id=_HUB),
+        SimSwitchDevice(
+            _LOCK, "Front Door Lock", "Smart Lock", frozenset({"lock", "unlock"}), hub_id=_HUB
+        ),
+        SimSwitchDevice(_KEYPAD, "Front Door Keypad", "Keypad", frozenset(), hub_id=_HUB),
     ]
 
 
@@ -201,6 +215,7 @@ class SimSwitchBot:
         self.devices = {d.id: d for d in (devices if devices is not None else default_devices())}
         self.scenes = {s.id: s for s in (scenes if scenes is not None else default_scenes())}
         self.webhooks: dict[str, dict[str, Any]] = {}
+        self.sent_events: list[dict[str, Any]] = []  # webhook bodies sent, for tests
         self.faults = Faults()
         self.executed: list[Executed] = []
         self.calls: list[Call] = []
@@ -226,6 +241,7 @@ class SimSwitchBot:
                 web.get("/_sim/faults", self._get_faults),
                 web.post("/_sim/faults", self._set_faults),
                 web.get("/_sim/executed", self._get_executed),
+                web.post("/_sim/event", self._post_event),
             ]
         )
         return app
@@ -427,7 +443,40 @@ class SimSwitchBot:
             return _answer(100, message="")
         return _answer(190, message="wrong parameters")
 
+    async def send_event(self, event: str, device: str | None = None) -> list[Delivery]:
+        """Post ``event`` (a key of ``SIM_EVENTS``: motion, open, unlocked, ...) from ``device``
+        (name or id; default the first of its kind) to every enabled webhook; ValueError for
+        an unknown event or device."""
+        event = ALIASES.get(event, event)
+        if event not in SIM_EVENTS:
+            raise ValueError(f"unknown event {event!r}; known: {', '.join(SIM_EVENTS)}")
+        kind = SIM_EVENTS[event][0]
+        found = [
+            d
+            for d in self.devices.values()
+            if d.type == kind and (device is None or device in (d.id, d.name))
+        ]
+        if not found:
+            raise ValueError(f"no {kind} named {device!r}" if device else f"no {kind}")
+        urls = [url for url, hook in self.webhooks.items() if hook.get("enable")]
+        body = webhook_body(event, found[0].id, now=self.clock())
+        self.sent_events.append(body)
+        return await deliver(urls, body)
+
     # -- control -------------------------------------------------------------------------------
+
+    async def _post_event(self, request: web.Request) -> web.Response:
+        body = await _json_body(request) or {}
+        event, device = body.get("event"), body.get("device")
+        if not isinstance(event, str) or not (device is None or isinstance(device, str)):
+            return web.json_response({"error": "give event (and device) as strings"}, status=400)
+        try:
+            deliveries = await self.send_event(event, device)
+        except ValueError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        return web.json_response(
+            {"sent": [{"url": url, "status": status} for url, status in deliveries]}
+        )
 
     async def _get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self.faults.as_dict())

@@ -79,7 +79,20 @@ export function fmtAgo(date, now = Date.now()) {
 /** Human words for an event type. */
 export function eventLabel(type) {
   return { doorbell: 'Doorbell press', motion: 'Motion', manual: 'Manual recording',
-    lstream: 'Live view started', availability: 'Online state changed' }[type] || type;
+    lstream: 'Live view started', availability: 'Online state changed',
+    'switchbot.motion': 'Motion sensor', 'switchbot.motion.clear': 'Motion sensor clear',
+    'switchbot.contact.open': 'Opened', 'switchbot.contact.close': 'Closed',
+    'switchbot.contact.left_open': 'Left open', 'switchbot.lock.locked': 'Locked',
+    'switchbot.lock.unlocked': 'Unlocked', 'switchbot.lock.jammed': 'Lock jammed',
+    'switchbot.keypad.create_key': 'Keypad: passcode added',
+    'switchbot.keypad.delete_key': 'Keypad: passcode removed' }[type]
+    || (type.startsWith('switchbot.') ? `SwitchBot ${type.slice(10).replaceAll(/[._]/g, ' ')}` : type);
+}
+
+/** Where an event happened: a doorbell's name, or a SwitchBot device's own name. */
+export function eventPlace(event, label) {
+  const name = event.payload && event.payload.name;
+  return event.type.startsWith('switchbot.') ? (name || `SwitchBot ${event.device}`) : label(event.device);
 }
 
 let toastTimer = 0;

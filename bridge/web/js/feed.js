@@ -1,8 +1,16 @@
 // The live event feed: one EventSource on /api/events/stream for the whole page. The bridge
 // names each message after the event type, so every type needs its own listener.
 
+// SwitchBot's events (the bridge's /api/switchbot/webhook): sensors, locks and keypads.
+export const SWITCHBOT_TYPES = ['switchbot.motion', 'switchbot.motion.clear',
+  'switchbot.contact.open', 'switchbot.contact.close', 'switchbot.contact.left_open',
+  'switchbot.lock.locked', 'switchbot.lock.unlocked', 'switchbot.lock.jammed',
+  'switchbot.keypad.create_key', 'switchbot.keypad.delete_key', 'switchbot.keypad.other',
+  'switchbot.camera.motion', 'switchbot.bot.on', 'switchbot.bot.off', 'switchbot.plug.on',
+  'switchbot.plug.off', 'switchbot.light.on', 'switchbot.light.off', 'switchbot.curtain',
+  'switchbot.meter', 'switchbot.vacuum', 'switchbot.other'];
 const TYPES = ['doorbell', 'motion', 'lstream', 'availability', 'vready', 'telemetry', 'ota',
-  'devicedeleted', 'unknown'];
+  'devicedeleted', 'unknown', ...SWITCHBOT_TYPES];
 const RETRY_MS = 5000;
 
 export class EventFeed extends EventTarget {

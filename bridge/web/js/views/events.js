@@ -3,11 +3,12 @@
 // re-read shortly after each new one).
 
 import { api, streams, withQuery } from '../api.js';
-import { eventLabel, fill, fmtDay, fmtTime, h } from '../dom.js';
+import { eventLabel, eventPlace, fill, fmtDay, fmtTime, h } from '../dom.js';
 
 const PAGE = 50;
 const RESULTS_DELAY_MS = 3000;
-const TYPES = ['doorbell', 'motion', 'lstream', 'availability', 'vready', 'telemetry', 'ota', 'devicedeleted', 'unknown'];
+const TYPES = ['doorbell', 'motion', 'lstream', 'availability', 'vready', 'telemetry', 'ota', 'devicedeleted', 'unknown',
+  'switchbot.motion', 'switchbot.contact.open', 'switchbot.contact.close', 'switchbot.lock.locked', 'switchbot.lock.unlocked'];
 
 export function render(root, params, ctx) {
   const device = h('select', { id: 'event-device' }, h('option', { value: '' }, 'All doorbells'));
@@ -54,7 +55,7 @@ export function render(root, params, ctx) {
     return h('li', { class: `event ev-${event.type}`, dataset: { id: event.id } },
       h('div', { class: 'event-head' },
         h('span', { class: `badge ev-${event.type}` }, eventLabel(event.type)),
-        h('strong', {}, ctx.label(event.device)),
+        h('strong', {}, eventPlace(event, (d) => ctx.label(d))),
         h('time', { datetime: event.time }, `${fmtDay(when)} ${fmtTime(when)}`),
         h('span', { class: 'muted' }, `via ${(event.sources || [event.source]).join(', ')}`)),
       results.length
