@@ -174,6 +174,9 @@ async def test_offer_is_h264_only_lean_and_under_the_kvs_limit() -> None:
     for codec in ("opus/48000/2", "PCMU/8000", "PCMA/8000"):
         assert codec in audio
     assert "G722" not in audio
+    # Audio both ways (talk), video receive-only: nothing of ours to show the doorbell.
+    assert "a=sendrecv" in audio
+    assert "a=recvonly" in video
     assert "sha-512" not in offer
     assert "a=end-of-candidates" in offer  # non-trickle: everything is inside
     payload = base64.b64encode(json.dumps({"type": "offer", "sdp": offer}).encode())

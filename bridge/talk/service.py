@@ -224,7 +224,9 @@ class TalkService:
                 if track is None:
                     reason = session.talk_refusal or "the doorbell takes no audio"
                     raise TalkUnsupported(f"{stream.name}: {reason}")
-                if track.readyState == "live":
+                # Media flowing means DTLS is up, so the sender takes frames at once: waiting
+                # for it here keeps a slow ICE/TURN setup from counting as a stalled talk.
+                if track.readyState == "live" and stream.state == "live":
                     return track
             if stream.reconnects > attempts:
                 # An attempt made since we asked failed: say why rather than wait it out.
