@@ -255,3 +255,24 @@ async def test_a_doorbell_without_talk_is_501_and_live_view_goes_on(
     assert streams["state"] == "live"
     assert streams["codecs"]["audio"] == "opus"
     assert (await heard(world.base_url, FRONT))["packets"] == 0
+
+
+async def test_hanging_up_stops_the_talk_and_frees_the_doorbell(
+    make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    bridge = await make_bridge()
+    url = f"{bridge.http_url}api/talk?src=front-door"
+    body = io.BytesIO(tone_file(TONE_HZ, 6.0))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+        talk = asyncio.create_task(http.post(url, data=body))
+        await wait_heard(world.base_url, FRONT, lambda r: r["sound_seconds"] >= 0.5)
+        talk.cancel()  # the client goes away mid-message
+        with pytest.raises(asyncio.CancelledError):
+            await talk
+    # The doorbell is free again long before the 6 s message would have ended.
+    started = time.monotonic()
+    status, answer = 409, None
+    while status == 409 and time.monotonic() - started < 3:
+        status, answer, _ = await post_talk(bridge, tone_file(TONE_HZ, 0.2))
+    assert status == 200, answer
+    assert (await heard(world.base_url, FRONT))["sound_seconds"] < 4.0

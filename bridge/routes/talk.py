@@ -65,8 +65,18 @@ def _http_error(err: TalkError) -> web.HTTPException:
     return error(status, str(err))
 
 
-async def _frames(frames: Sequence[av.AudioFrame]) -> AsyncIterator[av.AudioFrame]:
+async def _frames(
+    request: web.Request, frames: Sequence[av.AudioFrame]
+) -> AsyncIterator[av.AudioFrame]:
+    """The frames, until the client goes away: hanging up (Ctrl-C on curl) stops the talk.
+
+    aiohttp does not cancel a handler whose client left, so it is checked here, per frame.
+    """
     for frame in frames:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            _LOGGER.info("talk: the client hung up; stopping")
+            return
         yield frame
 
 
@@ -83,7 +93,7 @@ async def _talk(request: web.Request) -> web.Response:
         source = f"api {request.remote or '?'}"
         session = await service.open(stream.name, source)
         async with session:
-            await session.play(_frames(frames))
+            await session.play(_frames(request, frames))
             played = session.seconds
             codec = session.codec
     except TalkError as err:
