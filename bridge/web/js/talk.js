@@ -36,6 +36,8 @@ export class TalkControl {
     for (const kind of ['pointerup', 'pointercancel', 'lostpointercapture']) {
       this.button.addEventListener(kind, () => this.release());
     }
+    // A long press on a phone would open the context menu (and cancel the pointer) instead.
+    this.button.addEventListener('contextmenu', (event) => event.preventDefault());
     this.button.addEventListener('keydown', (event) => {
       if (event.key === 'Enter' && !event.repeat) this.press();
     });
