@@ -12,10 +12,13 @@ import asyncio
 import re
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import av
 import numpy as np
 import pytest
@@ -32,8 +35,10 @@ from bridge.rtsp.backchannel import (
     wants_backchannel,
 )
 from bridge.rtsp.rtp import rtp_header
+from bridge.sim.world import SimWorld
 
 from .fake_doorbell import Connector, make_stream, probe
+from .serve_util import BridgeFactory
 from .test_rtsp import RawClient, Response
 
 _REQUIRE = {"Require": BACKCHANNEL_TAG}
@@ -311,6 +316,53 @@ async def test_busy_talk_is_retried_and_disconnect_closes(rig: Rig) -> None:
     finally:
         await client.close()
     await wait_for(lambda: talk.closed, 5.0)
+
+
+# -- through the app to the simulated doorbell ------------------------------------------------------
+
+
+async def _heard(world: SimWorld) -> dict[str, Any]:
+    url = f"{world.base_url}/_sim/doorbells/Front Door/heard"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+@pytest.mark.slow
+async def test_backchannel_tone_is_heard_by_the_doorbell_and_ffprobe_sees_no_change(
+    make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    bridge = await make_bridge()
+    port = urlsplit(bridge.rtsp_url).port
+    assert port is not None
+    url = bridge.rtsp_url + "front-door"
+    plain = await probe(url, "-rtsp_transport", "tcp")
+    assert sorted(s["codec_type"] for s in plain["streams"]) == ["audio", "video"]
+    client = await RawClient.connect(port)
+    try:
+        await setup_backchannel(client, url, "RTP/AVP/TCP;unicast;interleaved=0-1")
+        started = time.monotonic()
+        # In real time, as a client's microphone would send it, until the doorbell hears it.
+        sender = asyncio.create_task(
+            paced(pcmu_tone(8.0), lambda p: send_interleaved(client, 0, p), 0.2)
+        )
+        report: dict[str, Any] = {}
+        async with asyncio.timeout(15):
+            while True:
+                report = await _heard(world)
+                frequency = report.get("frequency_hz")
+                if frequency is not None and abs(frequency - 1000) < 30:
+                    break
+                await asyncio.sleep(0.1)
+        print(f"\nRTSP backchannel: 1 kHz heard {time.monotonic() - started:.2f} s after PLAY")
+        sender.cancel()
+        # A second talker meanwhile is refused with the usual 409.
+        async with aiohttp.ClientSession() as http:
+            busy = await http.post(bridge.http_url + "api/talk?src=front-door", data=b"RIFF")
+            assert busy.status == 409
+    finally:
+        await client.close()
 
 
 # -- the parsers -----------------------------------------------------------------------------------

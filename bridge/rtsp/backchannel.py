@@ -118,9 +118,9 @@ def parse_rtp(data: bytes) -> RtpPacket:
         end -= padding
     if offset > end:
         raise ValueError("headers longer than the packet")
-    payload_type = second & 0x7F
-    if 72 <= payload_type <= 76:  # RTCP packet types 200-204 with the marker bit
+    if 200 <= second <= 204:  # RTCP's SR, RR, SDES, BYE, APP: what a muxed RTCP packet looks like
         raise ValueError("an RTCP packet on the RTP channel")
+    payload_type = second & 0x7F
     return RtpPacket(payload_type, bool(second & 0x80), seq, timestamp, ssrc, data[offset:end])
 
 
