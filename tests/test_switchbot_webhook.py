@@ -29,6 +29,7 @@ from bridge.sim.world import SWITCHBOT_PREFIX, SimWorld
 from bridge.skybell.payloads import PayloadError
 
 from .serve_util import BridgeFactory, basic, get_json
+from .web_util import browser_fixture, new_page, shot  # noqa: F401 - browser_fixture is a fixture
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
 ENV_KEEP = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")
@@ -353,3 +354,33 @@ def test_rules_name_the_doorbell_for_switchbot_events() -> None:
     # A chime needs no doorbell.
     [rule] = parse_rules([{"on": ["switchbot.contact.open"], "do": [{"chime": "udp"}]}])
     assert rule.on_switchbot
+
+
+@pytest.mark.slow
+async def test_the_page_lists_switchbot_events_live(
+    make_bridge: BridgeFactory, world: SimWorld, browser: Any
+) -> None:
+    bridge = await make_bridge(
+        WARM_ON_MOTION,
+        SKYBELL_BRIDGE_SWITCHBOT_WEBHOOK_TOKEN=TOKEN,
+        SKYBELL_BRIDGE_EVENTS_POLL_ENABLED="false",
+    )
+    url = bridge.http_url.rstrip("/") + WEBHOOK_PREFIX + TOKEN
+    world.switchbot.webhooks[url] = {"url": url, "enable": True}
+    page, watch = await new_page(browser)
+    await page.goto(bridge.http_url + "#/events")
+    await page.wait_for_selector("#feed-state[data-state=open]")
+    await world.switchbot.send_event("motion")
+    item = page.locator('#event-list li[class~="ev-switchbot.motion"]').first
+    await item.wait_for(timeout=5000)
+    text = await item.text_content() or ""
+    assert "Motion sensor" in text
+    assert "Path Sensor" in text  # the device's own name, not its MAC
+    assert "via switchbot" in text
+    # The rule's result (the doorbell kept live) arrives a moment later, as for a press.
+    result = item.locator(".results li.ok")
+    await result.wait_for(timeout=10000)
+    assert "front-door kept live" in (await result.text_content() or "")
+    assert await page.locator("#banner").is_hidden()  # not a ring at the door
+    await shot(page, "events-switchbot")
+    assert watch.errors == []
