@@ -276,3 +276,27 @@ async def test_hanging_up_stops_the_talk_and_frees_the_doorbell(
         status, answer, _ = await post_talk(bridge, tone_file(TONE_HZ, 0.2))
     assert status == 200, answer
     assert (await heard(world.base_url, FRONT))["sound_seconds"] < 4.0
+
+
+async def test_the_talk_track_sends_nothing_until_someone_talks(
+    make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    bridge = await make_bridge()
+    async with aiohttp.ClientSession() as http:
+        warm = f"{bridge.http_url}api/streams/warm?src=front-door&seconds=30"
+        async with http.post(warm) as resp:
+            assert resp.status == 200
+    started = time.monotonic()
+    state = ""
+    while state != "live" and time.monotonic() - started < 10:
+        _, streams = await get_json(f"{bridge.http_url}api/streams?src=front-door")
+        state = streams["state"]
+        await asyncio.sleep(0.1)
+    assert state == "live"
+    await asyncio.sleep(1.0)
+    # Negotiated sendrecv, yet not one packet (silence is not sent, nor encoded).
+    assert (await heard(world.base_url, FRONT))["packets"] == 0
+    status, answer, took = await post_talk(bridge, tone_file(TONE_HZ, 0.5))
+    assert status == 200, answer
+    assert took < 1.5  # warm: no wake-up to wait for
+    assert_heard_tone(await heard(world.base_url, FRONT), 0.4)
