@@ -188,3 +188,35 @@ async def test_a_doorbell_without_a_speaker_says_talk_is_not_supported(
     # The live view carries on.
     assert await page.text_content("#transport") == "WebRTC"
     assert [e for e in watch.errors if "501 (Not Implemented)" not in e] == []
+
+
+async def test_a_dropped_call_ends_the_talk_and_the_page_says_so(
+    make_bridge: BridgeFactory, world: SimWorld, talk_browser: Any
+) -> None:
+    bridge = await make_bridge()
+    page, _watch = await live_page(talk_browser, bridge)
+    await page.locator("#talk").hover()
+    await page.mouse.down()
+    await until(lambda: _state_is(page, "talking"), 15)
+    await until(lambda: _hears_1khz(world), 20)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{world.base_url}/_sim/doorbells/Front Door/fault", json={"fault": "drop"}) as r,
+    ):
+        assert r.status == 200, await r.text()
+    # Still holding the button, but the doorbell no longer hears it: the page must not pretend.
+    await until(lambda: _state_is(page, "error"), 15)
+    assert (await page.text_content("#talk-state") or "").startswith("Talk ended: ")
+    await page.mouse.up()
+    # The doorbell is free again: the API may talk.
+    async with aiohttp.ClientSession() as http:
+        talker = await until(lambda: _talker(http, bridge), 10)
+        assert talker is True
+    await shot(page, "talk-ended")
+
+
+async def _talker(http: aiohttp.ClientSession, bridge: Bridge) -> bool:
+    async with http.get(f"{bridge.http_url}api/streams?src=front-door") as resp:
+        body = await resp.json()
+    viewers = body.get("webrtc", {}).get("viewers", [])
+    return bool(viewers) and not any(v["talking"] for v in viewers)

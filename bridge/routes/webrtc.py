@@ -12,7 +12,9 @@ Push-to-talk: a WHEP viewer whose offer sends audio (the page offers its audio `
 ``POST``s ``{"action": "start"}`` to ``{location}/talk`` when the talk button goes down, and
 attaches its microphone once that answers 200; ``{"action": "stop"}`` when it comes up. Start
 claims the doorbell through the talk service (409 someone is already talking, 501 the doorbell
-takes no audio, 503 it cannot be reached); stop always answers 200.
+takes no audio, 503 it cannot be reached); stop always answers 200. ``GET`` on it says whether
+the talk still goes on, and if not why it ended (the call dropped, no audio came for a while),
+so a page holding the button learns that the doorbell no longer hears it.
 """
 
 from __future__ import annotations
@@ -132,10 +134,20 @@ async def _delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-async def _talk(request: web.Request) -> web.Response:
+def _viewer(request: web.Request) -> WhepViewer:
     viewer = request.app[WEBRTC].get(request.match_info["session_id"])
     if viewer is None:
         raise error(web.HTTPNotFound, "no such WebRTC session (it may have ended already)")
+    return viewer
+
+
+async def _talk_state(request: web.Request) -> web.Response:
+    talk = _viewer(request).talk
+    return web.json_response({"talking": talk.talking, "ended": talk.ended_reason or None})
+
+
+async def _talk(request: web.Request) -> web.Response:
+    viewer = _viewer(request)
     try:
         message = await request.json()
     except (ValueError, RecursionError):
@@ -199,3 +211,4 @@ def setup(
     app.router.add_post("/api/webrtc", _offer)
     app.router.add_delete("/api/webrtc/session/{session_id}", _delete, name=_SESSION_ROUTE)
     app.router.add_post("/api/webrtc/session/{session_id}/talk", _talk)
+    app.router.add_get("/api/webrtc/session/{session_id}/talk", _talk_state)

@@ -7,6 +7,7 @@
 import { h } from './dom.js';
 
 const METER_MS = 50;
+const WATCH_MS = 1000; // how often a held talk asks whether the doorbell still hears it
 const MESSAGES = {
   409: 'Someone is already talking',
   501: 'Talk not supported by this doorbell',
@@ -27,6 +28,7 @@ export class TalkControl {
     this.talking = false;
     this.busy = null; // the press being handled (start, then maybe stop)
     this.meterTimer = 0;
+    this.watchTimer = 0;
     this._keys = this._keys.bind(this);
     this.button.addEventListener('pointerdown', (event) => {
       if (event.button !== 0) return;
@@ -107,10 +109,25 @@ export class TalkControl {
     this.show('talking', 'Talking…');
     this.button.classList.add('live');
     this._meter(true);
+    this._watch(player);
     if (!this.held) await this._stop(); // let go while the bridge was answering
   }
 
+  /** The bridge ends a talk on its own when the call drops: say so instead of "Talking…". */
+  _watch(player) {
+    clearInterval(this.watchTimer);
+    this.watchTimer = setInterval(async () => {
+      let state = null;
+      try { state = await player.talkState(); } catch { return; } // the view's watchdog reconnects
+      if (!this.talking || this.player !== player || state.talking) return;
+      this.busy = (this.busy || Promise.resolve()).then(() => this._stop());
+      await this.busy;
+      this.show('error', `Talk ended: ${state.ended || 'the doorbell stopped listening'}`);
+    }, WATCH_MS);
+  }
+
   async _stop() {
+    clearInterval(this.watchTimer);
     if (!this.talking) return;
     this.talking = false;
     this.button.classList.remove('live');

@@ -80,6 +80,11 @@ export class WebRtcPlayer {
     await this._audio.sender.replaceTrack(track);
   }
 
+  /** {talking, ended}: whether the bridge still forwards the microphone, and if not why. */
+  talkState() {
+    return api(`${this.location}/talk`);
+  }
+
   /** Stop sending the microphone and give the doorbell back. */
   async stopTalk() {
     if (this._audio && this.pc) await this._audio.sender.replaceTrack(null).catch(() => {});
