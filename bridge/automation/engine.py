@@ -213,6 +213,18 @@ class _Catalog:
         """The id of the device named (or with id) ``wanted``."""
         return await self._resolve("device", wanted, self.devices, find_switchbot_device)
 
+    async def device_name(self, device_id: str) -> str | None:
+        """The name of the device with this id (upper-case hex, as ``normalise_mac`` gives)."""
+
+        def find(devices: Sequence[SwitchBotDevice], wanted: str) -> SwitchBotDevice | None:
+            return next((d for d in devices if normalise_mac(d.id) == wanted), None)
+
+        try:
+            found = await self._resolve("device", device_id, self.devices, find)
+        except _ActionFailed:  # not on the account, even listed afresh
+            return None
+        return next((d.name for d in await self.devices() if d.id == found), None)
+
     async def _resolve(
         self,
         kind: str,
@@ -388,17 +400,17 @@ class RuleEngine:
         state.actions_ok += ok
         state.actions_failed += len(results) - ok
 
-    async def switchbot_names(self) -> dict[str, str]:
-        """SwitchBot device ids (as webhooks give them) to names, from the cached device list;
-        empty without SwitchBot or when the list cannot be had now."""
+    async def switchbot_name(self, device_id: str) -> str | None:
+        """The account's name for a SwitchBot device id (as webhooks give it), from the cached
+        device list (listed again for an unknown id at most once per refresh interval); None
+        without SwitchBot, for an unknown id, or when the list cannot be had now."""
         if self._catalog is None:
-            return {}
+            return None
         try:
-            devices = await self._catalog.devices()
+            return await self._catalog.device_name(normalise_mac(device_id))
         except SwitchBotError as err:
             _LOGGER.debug("no SwitchBot device names: %s", err)
-            return {}
-        return {normalise_mac(d.id): d.name for d in devices}
+            return None
 
     async def _act(self, rule: Rule, action: Action, event: Event) -> ActionResult:
         label = f"{rule.name}: {action.label}"

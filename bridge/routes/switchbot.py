@@ -55,15 +55,16 @@ async def _read(request: web.Request) -> bytes:
     return bytes(data)
 
 
-async def _names(app: web.Application) -> dict[str, str]:
+async def _name(app: web.Application, device_id: str) -> str | None:
+    """The account's name for a SwitchBot device, if the rules engine can tell it."""
     engine = app.get(RULES)
     if engine is None:
-        return {}
+        return None
     try:
         async with asyncio.timeout(_NAMES_TIMEOUT):
-            return await engine.switchbot_names()
+            return await engine.switchbot_name(device_id)
     except TimeoutError:
-        return {}
+        return None
 
 
 def setup(app: web.Application, token: Secret | None) -> None:
@@ -80,10 +81,13 @@ def setup(app: web.Application, token: Secret | None) -> None:
         except (ValueError, RecursionError) as err:
             raise _bad(f"the body is not JSON: {err}") from None
         try:
-            event = parse_switchbot_event(payload, await _names(request.app))
+            event = parse_switchbot_event(payload)
         except PayloadError as err:
             _LOGGER.info("refused a SwitchBot event: %s", err)
             raise _bad(str(err)) from None
+        name = await _name(request.app, event.device_id)
+        if name:
+            event.payload["name"] = name  # for rules' switchbot_devices and the page
         published = request.app[EVENTS].publish(event)
         stored = published.event
         return web.json_response(

@@ -79,23 +79,31 @@ class LedHolds:
             if hold is None:
                 return
             left = hold.until - self._clock()
-            if left <= 0:
-                break
-            await asyncio.sleep(left)
-        await self._restore(device_id)
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            async with self._lock(device_id):
+                # A hold that started while we waited for the lock moved the end: wait more.
+                if hold.until > self._clock():
+                    continue
+                await self._restore_locked(device_id)
+                return
 
     async def _restore(self, device_id: str) -> None:
         async with self._lock(device_id):
-            hold = self._holds.pop(device_id, None)
-            if hold is None:
-                return
-            try:
-                await apply_settings(self._client, device_id, {"led_color": hold.original})
-                _LOGGER.info("LED of %s back to %s", device_id, hold.original)
-            except Exception as err:  # the cloud or the doorbell away: say so, once
-                _LOGGER.warning(
-                    "could not put the LED of %s back to %s: %s", device_id, hold.original, err
-                )
+            await self._restore_locked(device_id)
+
+    async def _restore_locked(self, device_id: str) -> None:
+        hold = self._holds.pop(device_id, None)
+        if hold is None:
+            return
+        try:
+            await apply_settings(self._client, device_id, {"led_color": hold.original})
+            _LOGGER.info("LED of %s back to %s", device_id, hold.original)
+        except Exception as err:  # the cloud or the doorbell away: say so, once
+            _LOGGER.warning(
+                "could not put the LED of %s back to %s: %s", device_id, hold.original, err
+            )
 
     def _lock(self, device_id: str) -> asyncio.Lock:
         return self._locks.setdefault(device_id, asyncio.Lock())
