@@ -34,7 +34,7 @@ from bridge.rtsp.backchannel import (
     parse_rtp,
     wants_backchannel,
 )
-from bridge.rtsp.rtp import rtp_header
+from bridge.rtsp.rtp import aac_payload, rtp_header
 from bridge.sim.world import SimWorld
 
 from .fake_doorbell import Connector, make_stream, probe
@@ -276,6 +276,34 @@ async def test_pcma_over_udp_and_teardown_closes(rig: Rig) -> None:
         assert talk.closed
     finally:
         sock.close()
+        await client.close()
+
+
+async def test_aac_over_tcp_is_heard(rig: Rig) -> None:
+    codec = av.CodecContext.create("aac", "w")
+    assert isinstance(codec, av.AudioCodecContext)
+    codec.sample_rate, codec.layout, codec.format = 16000, "mono", "fltp"
+    codec.open()
+    t = np.arange(16000) / 16000
+    pcm = (np.sin(2 * np.pi * 1000 * t) * 0.4).astype(np.float32)
+    payloads = []
+    for start in range(0, len(pcm) - 1023, 1024):
+        frame = av.AudioFrame.from_ndarray(pcm[None, start : start + 1024], "fltp", "mono")
+        frame.sample_rate = 16000
+        frame.pts = start
+        payloads += [aac_payload(bytes(p)) for p in codec.encode(frame)]
+    client = await RawClient.connect(rig.server.port)
+    try:
+        await setup_backchannel(client, rig.url(), "RTP/AVP/TCP;unicast;interleaved=4-5")
+        for seq, payload in enumerate(payloads):
+            packet = rtp_header(98, True, seq, seq * 1024, 0x55) + payload
+            send_interleaved(client, 4, packet)
+        await wait_for(lambda: sum(len(t.frames) for _, t in rig.recorder.sessions) >= 10)
+        talk = rig.recorder.sessions[0][1]
+        samples, rate = talk.samples()
+        assert rate == 16000
+        assert abs(dominant_frequency(samples[2048:], rate) - 1000) < 20
+    finally:
         await client.close()
 
 
