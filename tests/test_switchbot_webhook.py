@@ -21,6 +21,7 @@ from bridge.automation.switchbot_events import (
     WEBHOOK_PREFIX,
     parse_switchbot_event,
 )
+from bridge.errors import ConfigError
 from bridge.service import Bridge
 from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
 from bridge.sim.switchbot import DEFAULT_SECRET, DEFAULT_TOKEN
@@ -340,7 +341,6 @@ async def test_no_token_configured_means_the_receiver_is_off(
 
 def test_rules_name_the_doorbell_for_switchbot_events() -> None:
     from bridge.automation.rules import parse_rules
-    from bridge.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         parse_rules([{"on": ["switchbot.motion"], "do": [{"warm": 30}]}])
@@ -384,3 +384,23 @@ async def test_the_page_lists_switchbot_events_live(
     assert await page.locator("#banner").is_hidden()  # not a ring at the door
     await shot(page, "events-switchbot")
     assert watch.errors == []
+
+
+async def test_bad_urls_and_tokens_stop_with_one_line(
+    make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    code, _, err = await cli(
+        "switchbot", "webhook", "add", "--url", "ftp://home.example", env=cli_env(world)
+    )
+    assert code == 2
+    assert "--url" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = await cli(
+        "switchbot", "webhook", "add", "--url", "https://h.example", env=cli_env(world, "a/b")
+    )
+    assert code == 2
+    assert "switchbot.webhook_token" in err
+    assert "a/b" not in err  # the token is a secret: never echoed
+    with pytest.raises(ConfigError) as refused:
+        await make_bridge(None, SKYBELL_BRIDGE_SWITCHBOT_WEBHOOK_TOKEN="too-short")
+    assert refused.value.key == "switchbot.webhook_token"
