@@ -67,6 +67,13 @@ def test_damaged_audio_files_give_frames_or_undecodable(
     _decode(bytes(data))
 
 
+def test_a_wav_whose_header_names_no_decoder_is_undecodable() -> None:
+    # Found by the property above: bits per sample 0 leaves the stream without a codec context.
+    data = bytearray(_WAV)
+    data[34] = 0
+    assert _decode(bytes(data)) is None
+
+
 def test_a_real_file_decodes_whole() -> None:
     frames = _decode(tone_file(1000.0, 1.0, rate=44_100))
     assert frames is not None

@@ -77,9 +77,9 @@ def _frames(container: av.container.InputContainer, max_seconds: float) -> list[
         raise
     except Exception as err:  # a corrupt packet deep in the file
         if not frames:
-            raise AudioUndecodable(
-                f"the {stream.codec_context.name} audio is corrupt: {_why(err)}"
-            ) from None
+            # No codec context at all when FFmpeg has no decoder for what the header says.
+            codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
+            raise AudioUndecodable(f"the {codec} audio is corrupt: {_why(err)}") from None
         # What decoded before the damage is played, as players do with a truncated file.
     if not frames:
         raise AudioUndecodable(f"the {container.format.name} body holds no audio samples")
