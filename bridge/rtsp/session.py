@@ -219,7 +219,11 @@ class RtspSession:
         assert transport.client_ports is not None
         # Send from ports on the address the client reached us at, and only to the client's
         # own address: a "destination=" parameter would let anyone aim a stream at a third party.
-        track.rtp, track.rtcp = await _bind_pair(local, self.touch, receive, peer)
+        # Only the backchannel filters by address: it is audio for the doorbell, while RTCP from
+        # anywhere has always counted as a keepalive.
+        track.rtp, track.rtcp = await _bind_pair(
+            local, self.touch, receive, peer if receive is not None else None
+        )
         track.server_port = track.rtp.get_extra_info("sockname")[1]
         track.client = (peer, *transport.client_ports)
         self.tracks[index] = track
