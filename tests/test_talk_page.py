@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 from playwright.async_api import async_playwright
 
 from bridge.service import Bridge
@@ -220,3 +221,56 @@ async def _talker(http: aiohttp.ClientSession, bridge: Bridge) -> bool:
         body = await resp.json()
     viewers = body.get("webrtc", {}).get("viewers", [])
     return bool(viewers) and not any(v["talking"] for v in viewers)
+
+
+async def test_the_talk_route_is_guarded_and_checks_its_input(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    url = f"{bridge.http_url}api/webrtc/session/no-such-session/talk"
+    async with aiohttp.ClientSession() as http:
+        # Another site's page cannot make a viewer talk (the guard of every state change).
+        evil = {"Origin": "http://evil.example"}
+        async with http.post(url, json={"action": "start"}, headers=evil) as resp:
+            assert resp.status == 403
+        async with http.post(url, json={"action": "start"}) as resp:
+            assert resp.status == 404
+            assert "no such WebRTC session" in (await resp.json())["error"]
+        async with http.get(url) as resp:
+            assert resp.status == 404
+
+
+async def test_a_viewer_that_offered_no_microphone_cannot_talk(make_bridge: BridgeFactory) -> None:
+    """A WHEP client whose audio is recvonly (every NVR and card so far) gets 400, not a talk."""
+    bridge = await make_bridge()
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                bridge.http_url + "api/webrtc?src=front-door",
+                data=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp"},
+            ) as resp:
+                assert resp.status == 201
+                location = resp.headers["Location"]
+                answer = await resp.text()
+            assert "a=sendonly" in answer.split("m=audio", 1)[1]  # as before talk existed
+            talk = bridge.http_url + location.lstrip("/") + "/talk"
+            async with http.post(talk, json={"action": "start"}) as resp:
+                assert resp.status == 400
+                assert "sends no audio" in (await resp.json())["error"]
+            for junk in ({"action": "shout"}, [], "start"):
+                async with http.post(talk, json=junk) as resp:
+                    assert resp.status == 400
+            async with http.post(talk, data=b"{not json") as resp:
+                assert resp.status == 400
+            async with http.post(talk, json={"action": "stop"}) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"talking": False}
+            async with http.get(talk) as resp:
+                assert await resp.json() == {"talking": False, "ended": None}
+            async with http.delete(bridge.http_url + location.lstrip("/")) as resp:
+                assert resp.status == 200
+    finally:
+        await pc.close()
