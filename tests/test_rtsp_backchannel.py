@@ -131,7 +131,7 @@ async def rig() -> AsyncIterator[Rig]:
 
 async def setup_backchannel(
     client: RawClient, url: str, transport: str, **headers: str
-) -> tuple[Response, Response, str]:
+) -> tuple[Response, Response, Response]:
     """DESCRIBE with the Require header, SETUP the backchannel track, PLAY."""
     describe = await client.request("DESCRIBE", url, Accept="application/sdp", **_REQUIRE)
     assert describe.status == 200, describe
@@ -143,7 +143,7 @@ async def setup_backchannel(
     session = setup.header("session").split(";")[0]
     play = await client.request("PLAY", url + "/", Session=session, **_REQUIRE)
     assert play.status == 200, play
-    return describe, setup, session
+    return describe, setup, play
 
 
 async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -229,7 +229,10 @@ async def test_ffprobe_without_the_header_sees_the_stream_as_before(rig: Rig) ->
 async def test_pcmu_tone_over_tcp_is_heard_then_released(rig: Rig) -> None:
     client = await RawClient.connect(rig.server.port)
     try:
-        await setup_backchannel(client, rig.url(), "RTP/AVP/TCP;unicast;interleaved=4-5")
+        _, _, play = await setup_backchannel(
+            client, rig.url(), "RTP/AVP/TCP;unicast;interleaved=4-5"
+        )
+        assert "rtp-info" not in play.headers  # nothing is sent on the backchannel
         assert rig.recorder.sessions == []  # set up, not talking: nobody is locked out
         await paced(pcmu_tone(1.0), lambda p: send_interleaved(client, 4, p))
         await wait_for(lambda: sum(len(t.frames) for _, t in rig.recorder.sessions) >= 50)
@@ -252,10 +255,13 @@ async def test_pcma_over_udp_and_teardown_closes(rig: Rig) -> None:
     port = sock.getsockname()[1]
     client = await RawClient.connect(rig.server.port)
     try:
-        _, setup, session = await setup_backchannel(
+        _, setup, _ = await setup_backchannel(
             client, rig.url(), f"RTP/AVP;unicast;client_port={port}-{port + 1}"
         )
-        server_port = int(re.search(r"server_port=(\d+)", setup.header("transport"))[1])  # type: ignore[index]
+        session = setup.header("session").split(";")[0]
+        ports = re.search(r"server_port=(\d+)", setup.header("transport"))
+        assert ports is not None
+        server_port = int(ports[1])
         codec = av.CodecContext.create("pcm_alaw", "w")
         assert isinstance(codec, av.AudioCodecContext)
         codec.sample_rate, codec.layout, codec.format = 8000, "mono", "s16"

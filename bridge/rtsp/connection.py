@@ -384,7 +384,9 @@ class RtspConnection:
             session.stream.name,
             "TCP" if session.tcp else "UDP",
         )
-        headers = [self._session_header(session), ("Range", "npt=0.000-"), ("RTP-Info", rtp_info)]
+        headers = [self._session_header(session), ("Range", "npt=0.000-")]
+        if rtp_info:  # empty when only the backchannel is set up: we send nothing on it
+            headers.append(("RTP-Info", rtp_info))
         return _Reply(200, headers, after=session.start)
 
     async def _pause(self, request: Request) -> _Reply:
