@@ -300,3 +300,11 @@ async def test_the_talk_track_sends_nothing_until_someone_talks(
     assert status == 200, answer
     assert took < 1.5  # warm: no wake-up to wait for
     assert_heard_tone(await heard(world.base_url, FRONT), 0.4)
+
+
+async def test_a_doorbell_without_audio_is_501(make_bridge: BridgeFactory, world: SimWorld) -> None:
+    world.doorbell(FRONT).configure(audio_codec=None)
+    bridge = await make_bridge()
+    status, answer, _ = await post_talk(bridge, tone_file(TONE_HZ, 0.3))
+    assert status == 501, answer
+    assert "answered audio inactive" in answer["error"]

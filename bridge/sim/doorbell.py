@@ -245,6 +245,10 @@ class SimDoorbellPeer:
                     [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime]
                 )
                 senders.append(audio.sender)
+            elif "\nm=audio" in offer_sdp:
+                # No audio either way, as before talk existed: left to aiortc, a viewer's
+                # sendrecv offer would get a recvonly answer (a speaker nobody listens to).
+                pc.addTransceiver("audio", direction="inactive")
 
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
