@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
+import numpy as np
 import pytest
 
+from bridge.routes.common import TALK
 from bridge.service import Bridge
 from bridge.sim.world import SimWorld
 
@@ -308,3 +311,39 @@ async def test_a_doorbell_without_audio_is_501(make_bridge: BridgeFactory, world
     status, answer, _ = await post_talk(bridge, tone_file(TONE_HZ, 0.3))
     assert status == 501, answer
     assert "answered audio inactive" in answer["error"]
+
+
+def tone_frames(rate: int, layout: str, fmt: str, seconds: float) -> list[av.AudioFrame]:
+    """A 1 kHz tone as 20 ms frames in the given shape (what a live source would write)."""
+    channels = 2 if layout == "stereo" else 1
+    n = int(rate * 0.02)
+    frames = []
+    for i in range(int(seconds / 0.02)):
+        t = (np.arange(n) + i * n) / rate
+        wave = (0.5 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+        if fmt == "s16":
+            data = np.repeat((wave * 32767).astype(np.int16), channels).reshape(1, -1)
+        else:  # planar float
+            data = np.tile(wave, (channels, 1))
+        frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
+        frame.sample_rate = rate
+        frames.append(frame)
+    return frames
+
+
+async def test_a_live_source_may_change_its_audio_shape_mid_talk(
+    make_bridge: BridgeFactory, world: SimWorld
+) -> None:
+    # What the page and the RTSP backchannel do: write() frames as they come, then close().
+    bridge = await make_bridge()
+    service = bridge.app[TALK]
+    async with await service.open("front-door", "test") as session:
+        assert service.talker("front-door") == "test"
+        for frame in tone_frames(44_100, "mono", "s16", 0.6):
+            await session.write(frame)
+        for frame in tone_frames(48_000, "stereo", "fltp", 0.6):  # a new microphone
+            await session.write(frame)
+        await session.drain()  # written faster than real time: let the queue play out
+    assert service.talker("front-door") is None
+    report = await wait_heard(world.base_url, FRONT, lambda r: r["sound_seconds"] >= 1.1)
+    assert_heard_tone(report, 1.1)

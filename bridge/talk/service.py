@@ -67,15 +67,13 @@ class TalkSession:
         self.stream_name = stream.name
         self.source = source
         self._service = service
-        self._stream = stream
         self._track = track
         self._holder = holder
         self._drain = asyncio.get_running_loop().create_task(
             _discard(holder), name=f"talk hold {stream.name}"
         )
-        self._resampler = av.AudioResampler(
-            format="s16", layout="mono", rate=track.sample_rate, frame_size=track.samples_per_frame
-        )
+        self._resampler = self._new_resampler()
+        self._input: tuple[str, str, int] | None = None  # format, layout, rate of the input
         self.samples = 0  # samples handed to the track, at its rate
         self._closed = False
 
@@ -93,8 +91,20 @@ class TalkSession:
         """Send one frame of any rate, layout or format; waits while 200 ms are queued."""
         if self._closed:
             raise TalkUnavailable(f"the talk to {self.stream_name} is over")
+        shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._input is not None and shape != self._input:
+            # PyAV's resampler is set up by its first frame and refuses others: a source that
+            # changes (a browser switching microphones) gets a fresh one, the old one flushed.
+            await self._flush()
+        self._input = shape
         for out in self._resampler.resample(frame):
             await self._put(out)
+
+    def _new_resampler(self) -> av.AudioResampler:
+        track = self._track
+        return av.AudioResampler(
+            format="s16", layout="mono", rate=track.sample_rate, frame_size=track.samples_per_frame
+        )
 
     def _layout(self, mono: av.AudioFrame) -> av.AudioFrame:
         """The mono frame as the track's layout: both channels the same voice at full level."""
@@ -125,20 +135,27 @@ class TalkSession:
         """Send every frame, paced in real time; returns once the last one has been sent."""
         async for frame in frames:
             await self.write(frame)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until everything written has been sent (``close`` alone drops what is queued)."""
         await self._flush()
-        async with asyncio.timeout(_STALL_SECONDS + self._track.queued * 0.02):
-            await self._track.drained()
+        try:
+            async with asyncio.timeout(_STALL_SECONDS + self._track.queued * 0.02):
+                await self._track.drained()
+        except TimeoutError:
+            raise TalkUnavailable(
+                f"{self.stream_name} took no audio for {_STALL_SECONDS:g} s"
+            ) from None
 
     async def _flush(self) -> None:
+        if self._input is None:
+            return  # nothing was resampled yet
         for out in self._resampler.resample(None):
             await self._put(out)
-        # Resampler state must not leak into a later write after a flush.
-        self._resampler = av.AudioResampler(
-            format="s16",
-            layout="mono",
-            rate=self._track.sample_rate,
-            frame_size=self._track.samples_per_frame,
-        )
+        # A flushed resampler takes no more frames; the next write starts a new one.
+        self._resampler = self._new_resampler()
+        self._input = None
 
     async def close(self) -> None:
         """End the turn: unsent audio is dropped, the doorbell is free; safe to call twice."""
