@@ -117,7 +117,9 @@ async def test_settings_view_says_the_doorbell_did_not_answer(
     assert await page.is_checked("#ctl-motion_detection")
     world.cloud.faults.unreachable.add(FRONT)
 
-    await page.get_by_label("Motion detection").uncheck()
+    # click(), not uncheck(): the page puts the box back as soon as the cloud says no, which
+    # can be before Playwright looks, and uncheck() would call that a click that did nothing.
+    await page.get_by_label("Motion detection").click()
     error = page.locator("#err-motion_detection")
     await error.wait_for()
     text = await error.text_content() or ""
