@@ -31,14 +31,22 @@ def pct(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(len(ordered) * q) - 1)]
 
 
+# Seconds after a fault in which its outage is looked for: beyond the bridge's media timeout
+# (10 s) plus its longest backoff (30 s), and the 599-then-500 fault's two refused calls.
+OUTAGE_WINDOW = 60.0
+
+
 def outages(soak: Any, faults: list[Any]) -> list[tuple[str, float, float]]:
     """(name, seconds since start, outage s): from the fault to the picture ending the largest
-    gap in the RTSP reader's arrivals before the next fault."""
+    gap in the RTSP reader's arrivals within OUTAGE_WINDOW (and before the next fault)."""
     expect = {name: outage for name, _, outage in faults}
     frames = sorted(soak.frames)
     out = []
     for i, (name, t) in enumerate(soak.faults):
         end = soak.faults[i + 1][1] if i + 1 < len(soak.faults) else soak.t0 + soak.duration
+        # Only the fault's own aftermath: a longer hiccup of the reader minutes later (a loaded
+        # machine) must not count as this fault's outage. No picture within it shows as inf.
+        end = min(end, t + OUTAGE_WINDOW)
         k = bisect.bisect_right(frames, t)
         window = [t, *frames[k : bisect.bisect_right(frames, end)]]
         if len(window) < 2:
