@@ -136,7 +136,8 @@ def build_app(
     # Right after the hub (it wakes streams): every talk source (rules, WebRTC, RTSP) finds it.
     talk.setup(app, settings.talk)
     devices.setup(app, client)
-    clips.setup(app, settings.record, settings.s3, clips_dir=clips_dir)
+    s3 = settings.s3.for_instance(settings.bridge.instance)
+    clips.setup(app, settings.record, s3, clips_dir=clips_dir)
     archive.setup(app, settings.archive, client, http)
     events.setup(app, settings.events, client, log_path=clips_dir / INDEX_NAME)
     automation.setup(
@@ -155,7 +156,7 @@ def build_app(
     mjpeg.setup(app, settings.mjpeg, mjpeg.cloud_fallback(client))
     webrtc.setup(app, settings.webrtc)
     # After every part it reads (and so closed first): MQTT only reports and commands them.
-    mqtt.setup(app, settings.mqtt, client, srv)
+    mqtt.setup(app, settings.mqtt, client, srv, bridge_instance=settings.bridge.instance)
     metrics.setup(app)
     web_page.setup(
         app,

@@ -20,6 +20,7 @@ from bridge.automation import CallBudget, SwitchBotClient
 from bridge.config import Settings
 from bridge.redact import Secret
 from bridge.skybell import SkyBellClient
+from bridge.skybell.share import DeviceShare
 
 if TYPE_CHECKING:
     # Imported where the simulator starts: with credentials configured it is never loaded.
@@ -66,6 +67,12 @@ def _switchbot(
     )
 
 
+def _share(settings: Settings) -> DeviceShare | None:
+    """``skybell.devices``: the commands (``triggers add``) see only this bridge's doorbells."""
+    wanted = settings.skybell.devices
+    return DeviceShare(wanted) if wanted else None
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -87,6 +94,7 @@ async def open_cloud(
                 app_version=sb.app_version,
                 timeout=sb.timeout,
             )
+            client.share = _share(settings)
             yield Cloud(client, session, None, _switchbot(settings, session, None))
             return
         from bridge.sim.cloud import API_PREFIX, DEFAULT_API_KEY
@@ -105,6 +113,7 @@ async def open_cloud(
             client = SkyBellClient(
                 session, base_url=url + API_PREFIX, api_key=Secret(DEFAULT_API_KEY)
             )
+            client.share = _share(settings)
             yield Cloud(client, session, sim, _switchbot(settings, session, sim))
         finally:
             await sim.close()

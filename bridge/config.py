@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -49,6 +50,8 @@ __all__ = ["ENV_CONFIG", "ENV_PREFIX", "Settings", "load_settings"]
 ENV_PREFIX = "SKYBELL_BRIDGE_"
 ENV_CONFIG = "SKYBELL_BRIDGE_CONFIG"
 DEFAULT_API_URL = "https://api.skybell.network/api/v5"
+# An S3 key prefix and an MQTT topic level: nothing that needs escaping in either.
+_INSTANCE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -68,6 +71,18 @@ class SkyBellSettings:
     app_version: str = "2.9.1"
     # Longer than the cloud's own 30 s device wait, so a 599 arrives before we give up.
     timeout: float = field(default=35.0, metadata=bounds(1, 300))
+    # This bridge's share of the account's doorbells (names, stream names or ids), when several
+    # bridges split one account; empty: every doorbell. Env: comma-separated.
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """Which bridge this is, when several serve one account."""
+
+    # Goes into S3 clip keys and MQTT topics and ids, so instances never collide; empty: the
+    # only bridge. Lowercase letters, digits and dashes.
+    instance: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,7 @@ class Settings:
     """All settings; one attribute per TOML section."""
 
     skybell: SkyBellSettings = field(default_factory=SkyBellSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     streams: StreamOptions = field(default_factory=StreamOptions)
     hls: HlsOptions = field(default_factory=HlsOptions)
@@ -339,6 +355,14 @@ def _convert(key: str, typ: Any, value: Any, origin: str, meta: Mapping[str, Any
         if not isinstance(value, str) or not _is_clean_text(value):
             raise fail("a string")
         return value
+    if typ == tuple[str, ...]:
+        # A TOML array of strings, or comma-separated in an environment variable.
+        items = [v.strip() for v in value.split(",") if v.strip()] if from_env else value
+        if not isinstance(items, list) or not all(
+            isinstance(v, str) and v and _is_clean_text(v) for v in items
+        ):
+            raise fail("a list of non-empty strings")
+        return tuple(v for v in items if v)
     if typ is Secret:
         if not isinstance(value, str) or not _is_clean_text(value):
             raise fail("a string")
@@ -391,6 +415,11 @@ def _check_cross_field(settings: Settings) -> None:
         missing = "skybell.password" if sb.email else "skybell.email"
         raise ConfigError(
             missing, "email and password go together; set both, or set skybell.api_key"
+        )
+    if settings.bridge.instance and not _INSTANCE.fullmatch(settings.bridge.instance):
+        raise ConfigError(
+            "bridge.instance",
+            f"expected lowercase letters, digits and dashes, got {settings.bridge.instance!r}",
         )
     hls = settings.hls
     if hls.part_target > hls.segment_target / 2:

@@ -22,6 +22,7 @@ from bridge.routes.common import HUB
 from bridge.routes.limits import LIMITER, LimitedSite
 from bridge.routes.rtsp import RTSP
 from bridge.skybell import SkyBellClient
+from bridge.skybell.share import DeviceShare
 
 __all__ = ["Bridge"]
 
@@ -40,6 +41,9 @@ class Bridge:
     ) -> None:
         self.settings = settings
         self.client = client
+        if settings.skybell.devices and client.share is None:
+            # Every part reads the doorbells from the client, so the share applies to all.
+            client.share = DeviceShare(settings.skybell.devices)
         self.switchbot = switchbot
         # URLs a client on this machine can use; *_bound are the addresses really listened on.
         self.http_url = ""

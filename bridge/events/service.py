@@ -81,7 +81,9 @@ class EventService:
     ) -> None:
         self.options = options = options or EventOptions()
         self.directory = DeviceDirectory(
-            devices, refresh=client.devices if client is not None else None
+            devices,
+            refresh=client.devices if client is not None else None,
+            share=client.share if client is not None else None,
         )
         self.bus = EventBus(window=options.dedup_window)
         self.log: EventLog | None = None

@@ -22,6 +22,7 @@ __all__ = [
     "broker_address",
     "instance_id",
     "problems",
+    "topic_base",
 ]
 
 DEFAULT_INSTANCE = "skybell-bridge"
@@ -108,13 +109,22 @@ def problems(options: MqttOptions) -> list[tuple[str, str]]:
     return found
 
 
-def instance_id(options: MqttOptions) -> str:
+def instance_id(options: MqttOptions, instance: str = "") -> str:
     """The id that keeps this bridge's unique ids and discovery topics apart from another's.
 
     Stable across restarts, so Home Assistant keeps its entities. Two bridges on one broker
     already need different ``mqtt.topic``s, so a non-default topic names the instance. This is
-    the one place to change when a ``bridge.instance`` key exists (issue 17).
+    the one place that reads ``bridge.instance`` (``instance``): set, it names the bridge
+    (``skybell-bridge-east``), and its topics are ``<mqtt.topic>/<instance>/...``.
     """
+    if instance:
+        return f"{DEFAULT_INSTANCE}-{instance}"
     if options.topic == MqttOptions.topic:
         return DEFAULT_INSTANCE
     return f"{DEFAULT_INSTANCE}-{_NODE_ID.sub('_', options.topic).strip('_') or 'x'}"
+
+
+def topic_base(options: MqttOptions, instance: str = "") -> str:
+    """Where this bridge's state and command topics start: ``mqtt.topic``, then
+    ``bridge.instance`` when set (``skybell/east``), so two instances never share a topic."""
+    return f"{options.topic}/{instance}" if instance else options.topic

@@ -102,9 +102,11 @@ class MqttService:
         devices: list[Device],
         *,
         instance: str,
+        base: str | None = None,
     ) -> None:
         self.options = options
-        self.topics = topics = Topics(options.topic, options.discovery_prefix, instance)
+        base = base or options.topic  # with bridge.instance: <topic>/<instance>
+        self.topics = topics = Topics(base, options.discovery_prefix, instance)
         self._parts = parts
         self._hub = hub
         self._bus = bus

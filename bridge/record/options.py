@@ -144,6 +144,14 @@ class S3Options:
         if self.backoff <= 0 or self.max_backoff < self.backoff:
             raise ValueError("backoff must be > 0 and max_backoff >= backoff")
 
+    def for_instance(self, instance: str) -> S3Options:
+        """These options with ``bridge.instance`` under the prefix: ``<prefix>/<instance>/...``,
+        so bridges sharing a bucket never write over each other's clips."""
+        if not instance:
+            return self
+        prefix = self.prefix.strip("/")
+        return dataclasses.replace(self, prefix=f"{prefix}/{instance}" if prefix else instance)
+
     def key_for(self, relative: str) -> str:
         """The object key of a file at ``relative`` in the clips folder."""
         prefix = self.prefix.strip("/")

@@ -108,6 +108,11 @@ async def _webhook(request: web.Request) -> web.Response:
         if event.device_id and not event.known_device:
             if await service.directory.find_id(event.device_id) is not None:
                 event = build(service)
+            elif service.directory.foreign_id(event.device_id):
+                # A stale trigger of another bridge instance's doorbell: not logged, no rules.
+                return web.json_response(
+                    {"ok": True, "ignored": "another bridge instance's doorbell"}, status=202
+                )
             else:
                 _LOGGER.warning(
                     "webhook for device %s, which is not on the account", event.device_id

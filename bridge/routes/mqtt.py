@@ -19,7 +19,7 @@ from aiohttp import web
 from bridge.config import ServerSettings
 from bridge.media.hub import Stream
 from bridge.mqtt import Figures, MqttOptions, MqttService
-from bridge.mqtt.options import instance_id
+from bridge.mqtt.options import instance_id, topic_base
 from bridge.routes.automation import RULES
 from bridge.routes.clips import STORE, UPLOADER
 from bridge.routes.common import DEVICES, HUB, MQTT_STATS
@@ -102,9 +102,11 @@ def setup(
     server: ServerSettings,
     *,
     instance: str | None = None,
+    bridge_instance: str = "",
 ) -> None:
     """Add the MQTT context (``MQTT``, and ``MQTT_STATS`` for /metrics) when enabled; it comes
-    after every part it reads. ``instance`` defaults to ``instance_id(options)``."""
+    after every part it reads. ``instance`` defaults to ``instance_id(options, bridge_instance)``
+    (``bridge.instance``, which also goes into every topic)."""
     if not options.enabled:
         return
 
@@ -115,7 +117,8 @@ def setup(
             app[HUB],
             app[EVENTS].bus,
             app[DEVICES],
-            instance=instance or instance_id(options),
+            instance=instance or instance_id(options, bridge_instance),
+            base=topic_base(options, bridge_instance),
         )
 
         def stats() -> dict[str, float]:

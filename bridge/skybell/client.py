@@ -33,6 +33,7 @@ from bridge.redact import Secret
 from bridge.skybell.auth import ApiKeyAuth, Auth, Clock, TokenAuth
 from bridge.skybell.models import Activity, Device, LiveCall, Snapshot, Trigger, User
 from bridge.skybell.paths import ACTIVITY_DEVICE_PARAM, FALSE_DATA_OK, PATHS, PUBLIC
+from bridge.skybell.share import DeviceShare
 
 __all__ = ["SkyBellClient"]
 
@@ -60,6 +61,8 @@ class SkyBellClient:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry_unreachable = retry_unreachable
+        # skybell.devices: this bridge's share of the account (None: every doorbell).
+        self.share: DeviceShare | None = None
         self.auth: Auth
         if api_key:
             self.auth = ApiKeyAuth(api_key)
@@ -88,6 +91,11 @@ class SkyBellClient:
     # -- devices -----------------------------------------------------------------------------
 
     async def devices(self) -> list[Device]:
+        """The account's devices, or this bridge's share of them when ``share`` is set."""
+        devices = await self.account_devices()
+        return devices if self.share is None else self.share.select(devices)
+
+    async def account_devices(self) -> list[Device]:
         """Every device on the account, following pagination."""
         devices: list[Device] = []
         offset = 0

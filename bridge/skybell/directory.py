@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from bridge.errors import CloudError
 from bridge.skybell.models import Device
+from bridge.skybell.share import DeviceShare
 
 __all__ = ["DeviceDirectory"]
 
@@ -30,7 +31,11 @@ class DeviceDirectory:
         refresh: Callable[[], Awaitable[list[Device]]] | None = None,
         min_refresh_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        share: DeviceShare | None = None,
     ) -> None:
+        # With skybell.devices, the account's other doorbells are another bridge's: their
+        # events are skipped quietly, not reported as doorbells missing from the account.
+        self.share = share
         self._refresh = refresh
         self._min_interval = min_refresh_interval
         self._clock = clock
@@ -67,6 +72,14 @@ class DeviceDirectory:
                 return False
             self.replace(devices)
             return True
+
+    def foreign_id(self, device_id: str) -> bool:
+        """True for a doorbell of the account that belongs to another bridge instance."""
+        return self.share is not None and self.share.foreign(device_id)
+
+    def foreign_ip(self, address: str) -> bool:
+        """True for the LAN address of another bridge instance's doorbell."""
+        return self.share is not None and address in self.share.foreign_ips
 
     async def find_id(self, device_id: str) -> Device | None:
         """The device with this id, refreshing once if it is not known."""

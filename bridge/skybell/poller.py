@@ -126,6 +126,8 @@ class ActivityPoller:
                 or activity.event_time.timestamp() < self._floor
             ):
                 continue
+            if self._directory.foreign_id(activity.device_id):
+                continue  # another bridge instance's doorbell: that bridge reports it
             device = self._directory.by_id.get(activity.device_id)
             self._publish(event_from_activity(activity, device))
             count += 1

@@ -159,6 +159,8 @@ class UdpListener(asyncio.DatagramProtocol):
                 self._emit(device, token, ip)
             return
         self.counts["unknown_sender"] += len(tokens)
+        if self._directory.foreign_ip(ip):
+            return  # another bridge instance's doorbell, on the same LAN: not news here
         if ip not in self._warned:
             self._warned.add(ip)
             _LOGGER.warning("SkyBell UDP event from %s, which is no doorbell on the account", ip)
