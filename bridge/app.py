@@ -35,6 +35,7 @@ from bridge.routes import (
     metrics,
     mjpeg,
     mqtt,
+    publish,
     rtsp,
     streams,
     talk,
@@ -79,6 +80,7 @@ def _stream_info(app: web.Application) -> Callable[[Stream], streams.StreamExtra
         webrtc_stats = webrtc.stream_stats(app, stream)
         if "webrtc" in webrtc_stats:
             out["webrtc"] = webrtc_stats["webrtc"]
+        out["publish"] = publish.stream_publish_stats(app, stream.name)
         if device is not None:
             out["device"] = device.name
             out["online"] = device.online
@@ -135,6 +137,8 @@ def build_app(
     streams.setup(app, settings.streams, client, http)
     # Right after the hub (it wakes streams): every talk source (rules, WebRTC, RTSP) finds it.
     talk.setup(app, settings.talk)
+    # After the hub (it looks up each target's stream), so closed before the live calls end.
+    publish.setup(app, settings.publish)
     devices.setup(app, client)
     s3 = settings.s3.for_instance(settings.bridge.instance)
     clips.setup(app, settings.record, s3, clips_dir=clips_dir)

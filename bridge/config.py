@@ -40,6 +40,7 @@ from bridge.mjpeg.options import MjpegOptions
 from bridge.mqtt.options import MqttOptions
 from bridge.mqtt.options import problems as mqtt_problems
 from bridge.options import bounds, config_fields
+from bridge.publish.options import PublishTarget, parse_publish
 from bridge.record.options import RecordOptions, S3Options
 from bridge.redact import Secret
 from bridge.talk.options import TalkOptions
@@ -187,6 +188,8 @@ class Settings:
     talk: TalkOptions = field(default_factory=TalkOptions)
     # [[rules]] tables: events -> actions (see bridge.automation.rules); TOML only.
     rules: tuple[Rule, ...] = ()
+    # [[publish]] tables: streams pushed to media servers (see bridge.publish); TOML only.
+    publish: tuple[PublishTarget, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -208,6 +211,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     base = Path(path).parent if path is not None else None  # say = "x.wav" is read from there
     rules = tuple(parse_rules(data.pop("rules", None), base=base))
     sections: dict[str, Any] = {"rules": rules}
+    sections["publish"] = tuple(parse_publish(data.pop("publish", None)))
     hints = typing.get_type_hints(Settings)
     known = {f.name for f in dataclasses.fields(Settings)}
     for name in data:
@@ -216,7 +220,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
                 name, f"unknown section; accepted sections: {', '.join(sorted(known))}"
             )
     for f in dataclasses.fields(Settings):
-        if f.name == "rules":
+        if f.name in ("rules", "publish"):
             continue
         raw = data.get(f.name, {})
         if not isinstance(raw, dict):

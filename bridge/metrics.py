@@ -12,7 +12,7 @@ sources and types (fixed lists), rule names from the config.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # only the parts' stats shapes; their code is not needed to b
     from bridge.events.service import EventStats
     from bridge.media.histogram import HistogramStats
     from bridge.media.hub import StreamStats
+    from bridge.publish import PublishStats
     from bridge.record.recorder import RecorderStats
 
 __all__ = ["OUTPUTS", "PREFIX", "STATES", "Snapshot", "SnapshotCollector", "families"]
@@ -49,6 +50,8 @@ class Snapshot:
     recorder: RecorderStats | None = None
     s3: Mapping[str, int] | None = None  # clips per upload state: no, pending, done, failed
     mqtt: Mapping[str, float] | None = None  # connected (0/1), dropped, queued
+    # (stream name, one publish target's stats), configured and ad-hoc pushes alike.
+    publish: Sequence[tuple[str, PublishStats]] = ()
 
 
 class SnapshotCollector(Collector):
@@ -65,6 +68,8 @@ class SnapshotCollector(Collector):
 def families(snap: Snapshot) -> Iterator[Metric]:
     """The bridge's metric families for one scrape."""
     yield from _streams(snap.streams)
+    if snap.publish:
+        yield from _publish(snap.publish)
     if snap.events is not None:
         yield from _events(snap.events)
     if snap.automation is not None:
@@ -127,6 +132,37 @@ def _streams(streams: Mapping[str, StreamStats]) -> Iterator[Metric]:
         answered.add_metric([name], requests["answered"])
         first_frame.add_metric([name], *_buckets(stats["first_frame"]))
     yield from (state, reconnects, bytes_in, viewers, keyframes, answered, first_frame)
+
+
+def _publish(targets: Sequence[tuple[str, PublishStats]]) -> Iterator[Metric]:
+    # The URL label is the masked one: a password never reaches a time series.
+    labels = ["stream", "url"]
+    state = GaugeMetricFamily(
+        PREFIX + "publish_state",
+        "1 for the publish target's current state (waiting, connecting, publishing, unavailable)",
+        labels=[*labels, "state"],
+    )
+    sent = CounterMetricFamily(
+        PREFIX + "publish_sent_bytes", "Encoded bytes pushed to the target", labels=labels
+    )
+    reconnects = CounterMetricFamily(
+        PREFIX + "publish_reconnects",
+        "Pushes that failed (refused, unreachable, stalled) and were retried",
+        labels=labels,
+    )
+    dropped = CounterMetricFamily(
+        PREFIX + "publish_dropped_packets",
+        "Packets skipped, whole GOPs at a time, while the target fell behind",
+        labels=labels,
+    )
+    for name, stats in targets:
+        key = [name, stats["url"]]
+        for each in ("waiting", "connecting", "publishing", "unavailable"):
+            state.add_metric([*key, each], 1.0 if each == stats["state"] else 0.0)
+        sent.add_metric(key, stats["bytes"])
+        reconnects.add_metric(key, stats["reconnects"])
+        dropped.add_metric(key, stats["dropped"])
+    yield from (state, sent, reconnects, dropped)
 
 
 def _buckets(hist: HistogramStats) -> tuple[list[tuple[str, float]], float]:

@@ -24,7 +24,7 @@ def _keys() -> list[tuple[str, str]]:
     out = []
     hints = typing.get_type_hints(Settings)
     for section in dataclasses.fields(Settings):
-        if section.name == "rules":
+        if section.name in ("rules", "publish"):  # arrays of tables, checked by their parsers
             continue
         cls = hints[section.name]
         for f in config_fields(cls):

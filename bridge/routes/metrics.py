@@ -24,6 +24,7 @@ from bridge.routes.automation import RULES
 from bridge.routes.clips import RECORDER, UPLOADER
 from bridge.routes.common import HUB, MQTT_STATS
 from bridge.routes.events import EVENTS
+from bridge.routes.publish import stream_publish_stats
 
 __all__ = ["METRICS_PATH", "REGISTRY", "setup"]
 
@@ -57,6 +58,7 @@ async def _snapshot(app: web.Application) -> Snapshot:
         recorder=recorder.stats() if recorder is not None else None,
         s3=s3,
         mqtt=mqtt() if mqtt is not None else None,
+        publish=[(s.name, p) for s in app[HUB].streams for p in stream_publish_stats(app, s.name)],
     )
 
 

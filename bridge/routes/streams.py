@@ -17,6 +17,7 @@ from bridge.media.hub import Connector, Hub, LiveCall, Stream, StreamStats
 from bridge.media.live import open_live_call
 from bridge.media.options import StreamOptions
 from bridge.mjpeg import MjpegStats
+from bridge.publish import PublishStats
 from bridge.routes.common import DEVICES, HUB, error, find_stream, stream_from_query
 from bridge.skybell import SkyBellClient
 from bridge.webrtc import WebRtcStats
@@ -49,6 +50,7 @@ class StreamExtras(TypedDict, total=False):
     device: str  # the doorbell's name as the SkyBell app shows it
     online: bool
     battery: int | None  # percent; None for wired models
+    publish: list[PublishStats]  # the stream's publish targets (bridge.publish)
 
 
 class Producer(TypedDict):

@@ -1,0 +1,238 @@
+"""One publish target: rides the hub's stream and pushes it through ``PushMuxer`` in a thread.
+
+The queue between the event loop and the muxing thread is the hub's own ``Subscriber``: bounded
+in packets and bytes, and when a target stalls it drops whole GOPs up to the next keyframe (and
+counts them), so a stuck media server costs a few seconds of video, never unbounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from typing import TypedDict
+
+import av
+
+from bridge.media.buffers import StreamEnded, Subscriber
+from bridge.media.hub import Stream
+from bridge.media.packet import MediaPacket
+from bridge.publish.muxer import IO_TIMEOUT, PushMuxer
+from bridge.publish.options import PublishTarget, safe_url
+from bridge.redact import redact
+
+__all__ = ["PublishStats", "Publisher"]
+
+_LOGGER = logging.getLogger(__name__)
+# A target's queue: about 10 s of a doorbell's video and audio, and never more than this many
+# bytes, whatever the bitrate.
+_MAX_PACKETS = 900
+_MAX_BYTES = 8 << 20
+_CHECK_EVERY = 1.0  # seconds between while_live checks of whether the stream is still wanted
+
+
+class PublishStats(TypedDict):
+    """One target in ``/api/streams`` (``publish``) and ``/metrics``."""
+
+    url: str  # credentials masked
+    mode: str
+    audio: str
+    state: str  # waiting (while_live, stream not live), connecting, publishing, unavailable
+    bytes: int
+    frames: int
+    reconnects: int
+    dropped: int  # packets skipped while the target fell behind (whole GOPs)
+    error: str | None
+
+
+class _TargetFailed(Exception):
+    """The target refused, vanished or stalled; the push is retried after a backoff."""
+
+
+class Publisher:
+    """Pushes one stream to one URL until ``close()``, reconnecting with capped backoff."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        target: PublishTarget,
+        *,
+        backoff: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
+        self.stream = stream
+        self.target = target
+        self.url = safe_url(target.url)
+        self.state = "waiting"
+        self.error: str | None = None
+        self.reconnects = 0
+        self.bytes = 0
+        self.frames = 0
+        self._dropped_before = 0  # drops of earlier subscriptions
+        self._down = False  # "unavailable" was logged; "back" is logged once it publishes again
+        self._backoff = backoff
+        self._sub: Subscriber | None = None
+        # One thread per target: a target that blocks on a write holds only its own thread.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"publish {stream.name}"
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin publishing (in ``always`` mode this wakes the doorbell at once)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"publish {self.stream.name} -> {self.url}"
+            )
+
+    @property
+    def dropped(self) -> int:
+        """Packets dropped because the target fell behind."""
+        return self._dropped_before + (self._sub.dropped if self._sub is not None else 0)
+
+    def stats(self) -> PublishStats:
+        """A JSON-friendly summary."""
+        return {
+            "url": self.url,
+            "mode": self.target.mode,
+            "audio": self.target.audio,
+            "state": self.state,
+            "bytes": self.bytes,
+            "frames": self.frames,
+            "reconnects": self.reconnects,
+            "dropped": self.dropped,
+            "error": self.error,
+        }
+
+    def _wanted(self) -> bool:
+        if self.target.mode == "always":
+            return True
+        # while_live rides along: our own subscription must not be what keeps the stream up.
+        others = [s for s in self.stream.subscribers if s is not self._sub]
+        return self.stream.state == "live" and bool(others)
+
+    def _subscribe(self) -> Subscriber:
+        sub = self.stream.subscribe("publish", max_packets=_MAX_PACKETS, max_bytes=_MAX_BYTES)
+        self._sub = sub
+        return sub
+
+    def _unsubscribe(self) -> None:
+        if self._sub is not None:
+            # Packets skipped while waiting for the first keyframe are not the target's fault.
+            self._dropped_before += self._sub.dropped
+            self._sub.close()
+            self._sub = None
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        try:
+            while True:
+                while not self._wanted():
+                    self._unsubscribe()
+                    self.state = "waiting"
+                    await asyncio.sleep(_CHECK_EVERY)
+                sub = self._sub or self._subscribe()
+                self.state = "connecting"
+                try:
+                    await self._push(sub)
+                except _TargetFailed as err:
+                    self.error = redact(str(err))
+                    self.reconnects += 1
+                    self.state = "unavailable"
+                    if not self._down:
+                        self._down = True
+                        _LOGGER.warning(
+                            "publish %s to %s: unavailable (%s); retrying",
+                            self.stream.name,
+                            self.url,
+                            self.error,
+                        )
+                    else:
+                        _LOGGER.debug(
+                            "publish %s to %s: still unavailable", self.stream.name, self.url
+                        )
+                    await self._wait_out(delay)
+                    delay = min(delay * 2, self._backoff[1])
+                    continue
+                # The push ended without a target failure: the stream stopped, or nobody
+                # else watches a while_live stream any more.
+                self._unsubscribe()
+                delay = self._backoff[0]
+        finally:
+            self._unsubscribe()
+            self.state = "stopped"
+
+    async def _wait_out(self, delay: float) -> None:
+        """Sleep a backoff, holding (always) or leaving (while_live) the stream meanwhile."""
+        if self.target.mode != "always":
+            self._unsubscribe()
+        await asyncio.sleep(delay)
+        if self._sub is not None:
+            # What queued during the backoff is stale; the next push starts at a new keyframe.
+            while self._sub.get_nowait() is not None:
+                pass
+
+    async def _push(self, sub: Subscriber) -> None:
+        loop = asyncio.get_running_loop()
+        muxer = PushMuxer(self.target.url, audio=self.target.audio == "aac")
+        base_bytes, base_frames = self.bytes, self.frames
+        announced = False
+        if sub.queued == 0:
+            self.stream.request_keyframe()  # a push must start at a keyframe: ask for one now
+        try:
+            while True:
+                try:
+                    batch = await self._next_batch(sub)
+                except StreamEnded:
+                    return
+                if batch is None:
+                    return  # no longer wanted (while_live)
+                try:
+                    await loop.run_in_executor(self._executor, muxer.write, batch)
+                except (av.FFmpegError, OSError, ValueError) as err:
+                    raise _TargetFailed(str(err) or type(err).__name__) from err
+                self.bytes, self.frames = base_bytes + muxer.bytes, base_frames + muxer.frames
+                if muxer.opened and not announced:
+                    announced = True
+                    self.state = "publishing"
+                    if self._down:
+                        self._down = False
+                        _LOGGER.warning("publish %s to %s: back", self.stream.name, self.url)
+                    self.error = None
+        finally:
+            # Closing talks to the target (TEARDOWN, trailer): a thread, like every other call.
+            # A write stuck on a stalled target ends within the muxer's I/O timeout; the close
+            # queues behind it, so it is not awaited for longer than that here.
+            with contextlib.suppress(RuntimeError):  # the executor is shut down at exit
+                closing = loop.run_in_executor(self._executor, muxer.close)
+                await asyncio.wait((closing,), timeout=IO_TIMEOUT)
+
+    async def _next_batch(self, sub: Subscriber) -> list[MediaPacket] | None:
+        """Everything queued, waiting for at least one packet; None once no longer wanted."""
+        while True:
+            get = asyncio.ensure_future(sub.get())
+            done, _ = await asyncio.wait((get,), timeout=_CHECK_EVERY)
+            if not done:
+                get.cancel()
+                try:
+                    first = await get  # it may have taken a packet just before the cancel
+                except asyncio.CancelledError:
+                    if not self._wanted():
+                        return None
+                    continue
+            else:
+                first = get.result()
+            batch = [first]
+            while (packet := sub.get_nowait()) is not None:
+                batch.append(packet)
+            return batch
+
+    async def close(self) -> None:
+        """Stop publishing; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.state = "stopped"
