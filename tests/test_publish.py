@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
+import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,8 @@ import aiohttp
 import av
 import pytest
 
+from bridge.config import load_settings
+from bridge.errors import ConfigError
 from bridge.media.packet import extract_sps_pps
 from bridge.service import Bridge
 from bridge.sim.world import SimWorld
@@ -154,6 +161,11 @@ async def _api(bridge: Bridge, method: str, path: str, **params: str) -> tuple[i
         return resp.status, await resp.json(content_type=None)
 
 
+async def _api_text(bridge: Bridge, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(bridge.http_url + path.lstrip("/")) as r:
+        return r.status, await r.text()
+
+
 async def _publish_entry(bridge: Bridge) -> dict[str, Any]:
     status, body = await get_json(bridge.http_url + f"api/streams?src={NAME}")
     assert status == 200
@@ -211,3 +223,104 @@ async def test_rtsp_publish_to_ffmpeg_copies_video_and_survives_a_reconnect(
     assert sent * 0.9 <= len(got["video_dts"]) <= sent
     _continuous(got["video_dts"], gap=5.0)
     _continuous(got["audio_dts"], gap=5.0)
+
+
+def test_unsupported_scheme_is_a_config_error_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('[[publish]]\nstream = "front-door"\nurl = "http://media.example/x"\n')
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "--config", str(config), "devices"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "publish[0].url" in result.stderr
+    assert "rtsp, rtsps, rtmp, rtmps, srt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('stream = "front-door"\nurl = "rtsp://h/x"\nmode = "sometimes"', "publish[0].mode"),
+        ('stream = "front-door"\nurl = "rtmp://h/x"\naudio = "opus"', "publish[0].audio"),
+        ('url = "rtmp://h/x"', "publish[0].stream"),
+        ('stream = "front-door"\nurl = "rtmp://h/x"\nlatency = 1', "publish[0].latency"),
+    ],
+)
+def test_bad_publish_tables_name_the_key(tmp_path: Path, table: str, key: str) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text(f"[[publish]]\n{table}\n")
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_settings(config, {})
+
+
+async def test_unknown_stream_is_a_config_error_at_start(make_bridge: BridgeFactory) -> None:
+    with pytest.raises(ConfigError, match=r"publish\[0\]\.stream.*garage"):
+        await make_bridge('[[publish]]\nstream = "garage"\nurl = "rtsp://127.0.0.1:9/x"\n')
+
+
+async def test_ad_hoc_publish_checks_its_input(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    status, body = await _api(bridge, "POST", "/api/streams", src=NAME, dst="http://h/x")
+    assert status == 400
+    assert "scheme must be one of" in body["error"]
+    status, body = await _api(bridge, "POST", "/api/streams", src="garage", dst="rtsp://h/x")
+    assert status == 404
+    assert "unknown stream 'garage'" in body["error"]
+    status, body = await _api(bridge, "POST", "/api/streams", src=NAME, dst="rtsp://h/x", mode="x")
+    assert status == 400
+    status, body = await _api(bridge, "DELETE", "/api/streams", src=NAME, dst="rtsp://h/x")
+    assert status == 404
+
+
+def _read_rtsp_frames(url: str, frames: int) -> int:
+    got = 0
+    with av.open(url, options={"rtsp_transport": "tcp"}, timeout=20) as container:
+        for packet in container.demux(video=0):
+            if packet.size:
+                got += 1
+                if got >= frames:
+                    break
+    return got
+
+
+@pytest.mark.slow
+async def test_unreachable_target_logs_once_backs_off_and_leaves_outputs_alone(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bridge.publish")
+    port = free_port()  # nothing listens there
+    secret = "hunter2-publish-secret"
+    dst = f"rtsp://admin:{secret}@127.0.0.1:{port}/x"
+    bridge = await make_bridge()
+    status, body = await _api(bridge, "POST", "/api/streams", src=NAME, dst=dst)
+    assert status == 200, body
+    assert secret not in json.dumps(body)
+    # The doorbell stays live for the push; an RTSP reader of the bridge gets its frames.
+    got = await asyncio.to_thread(_read_rtsp_frames, bridge.rtsp_url + NAME, 30)
+    assert got == 30
+    entry = await _publish_entry(bridge)
+    assert entry["state"] == "unavailable"
+    assert entry["reconnects"] >= 2  # retried, with backoff
+    assert entry["url"] == f"rtsp://***:***@127.0.0.1:{port}/x"
+    assert entry["error"]
+    status, metrics = await _api_text(bridge, "/metrics")
+    assert status == 200
+    assert "skybell_bridge_publish_reconnects_total" in metrics
+    assert secret not in metrics
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "unavailable" in r.getMessage()
+    ]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert secret not in caplog.text
+    status, body = await _api(bridge, "DELETE", "/api/streams", src=NAME, dst=dst)
+    assert status == 200
+    status, streams = await get_json(bridge.http_url + f"api/streams?src={NAME}")
+    assert streams["publish"] == []

@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import logging
 from typing import TypedDict
+from urllib.parse import urlsplit
 
 import av
 
@@ -20,7 +21,7 @@ from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket
 from bridge.publish.muxer import IO_TIMEOUT, PushMuxer
 from bridge.publish.options import PublishTarget, safe_url
-from bridge.redact import redact
+from bridge.redact import redact, register
 
 __all__ = ["PublishStats", "Publisher"]
 
@@ -63,6 +64,9 @@ class Publisher:
         self.stream = stream
         self.target = target
         self.url = safe_url(target.url)
+        password = urlsplit(target.url).password
+        if password:  # an ad-hoc target's too: the log filter then masks it wherever it shows
+            register(password)
         self.state = "waiting"
         self.error: str | None = None
         self.reconnects = 0
@@ -136,7 +140,8 @@ class Publisher:
                 try:
                     await self._push(sub)
                 except _TargetFailed as err:
-                    self.error = redact(str(err))
+                    # FFmpeg's messages repeat the URL as given, password and all.
+                    self.error = redact(str(err).replace(self.target.url, self.url))
                     self.reconnects += 1
                     self.state = "unavailable"
                     if not self._down:
