@@ -37,7 +37,7 @@ from .serve_util import BridgeFactory, get_json
 
 NAME = "front-door"
 FFMPEG = shutil.which("ffmpeg")
-NGINX = shutil.which("nginx")
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
@@ -93,7 +93,7 @@ def _avcc_sps(extradata: bytes) -> bytes:
     return sps
 
 
-def read_back(url_or_path: str, *, seconds: float | None = None) -> dict[str, Any]:
+def read_back(url_or_path: str, *, frames: int | None = None) -> dict[str, Any]:
     """What a receiver holds: the video's SPS, codecs, and the video and audio timestamps."""
     options = {"rw_timeout": "15000000"} if "://" in url_or_path else {}
     found: dict[str, Any] = {"video_dts": [], "audio_dts": []}
@@ -109,7 +109,7 @@ def read_back(url_or_path: str, *, seconds: float | None = None) -> dict[str, An
             t = float(packet.dts * packet.time_base)
             kind = "video_dts" if packet.stream.type == "video" else "audio_dts"
             found[kind].append(t)
-            if seconds is not None and found["video_dts"] and found["video_dts"][-1] >= seconds:
+            if frames is not None and len(found["video_dts"]) >= frames:
                 break
     return found
 
@@ -324,3 +324,66 @@ async def test_unreachable_target_logs_once_backs_off_and_leaves_outputs_alone(
     assert status == 200
     status, streams = await get_json(bridge.http_url + f"api/streams?src={NAME}")
     assert streams["publish"] == []
+
+
+_NGINX_CONF = """
+load_module {module};
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections 64; }}
+rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}
+"""
+
+
+@pytest.fixture
+def rtmp_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(module=RTMP_MODULE, tmp=tmp_path, port=port))
+    assert NGINX is not None
+    with (tmp_path / "nginx.out").open("wb") as log:
+        proc = subprocess.Popen(
+            [NGINX, "-e", str(tmp_path / "error.log"), "-p", str(tmp_path), "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            yield f"rtmp://127.0.0.1:{port}/live/x", proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.slow
+@needs_nginx
+async def test_rtmp_publish_to_nginx_copies_video_and_survives_a_reconnect(
+    make_bridge: BridgeFactory,
+    world: SimWorld,
+    rtmp_server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, proc = rtmp_server
+    await _wait_listening(int(url.split(":")[2].split("/")[0]), proc)
+    bridge = await make_bridge(f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\nmode = "always"\n')
+    await _wait_frames(bridge, 15)
+    # A viewer of the media server reads ~10 s while the doorbell drops its call once.
+    reader = asyncio.ensure_future(asyncio.to_thread(read_back, url, frames=150))
+    await asyncio.sleep(2)
+    await _drop_doorbell(world)
+    got = await asyncio.wait_for(reader, 60)
+    stream = bridge.hub.get(NAME)
+    assert stream is not None
+    assert stream.reconnects >= 1
+    assert got["video_codec"] == "h264"
+    assert got["sps"] == stream.sps  # copied, never re-encoded
+    assert got["audio_codec"] == "aac"
+    assert len(got["video_dts"]) == 150
+    _continuous(got["video_dts"], gap=5.0)
+    _continuous(got["audio_dts"], gap=5.0)
+    assert (await _publish_entry(bridge))["state"] == "publishing"
