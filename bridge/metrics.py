@@ -282,3 +282,8 @@ def _mqtt(stats: Mapping[str, float]) -> Iterator[Metric]:
         "MQTT messages waiting for the broker",
         value=stats.get("queued", 0),
     )
+    yield GaugeMetricFamily(
+        PREFIX + "mqtt_claim_conflicts",
+        "Doorbells of this bridge that another bridge instance claims too (a config error)",
+        value=stats.get("claim_conflicts", 0),
+    )

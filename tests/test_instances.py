@@ -13,14 +13,21 @@ import pytest
 from bridge.config import load_settings
 from bridge.errors import ConfigError
 from bridge.redact import Secret
+from bridge.routes.clips import UPLOADER
 from bridge.routes.common import DEVICES
 from bridge.service import Bridge
 from bridge.sim.world import SimWorld
 from bridge.skybell.triggers import add_webhook_triggers, webhook_url
 
+from .mqtt_util import Broker, needs_mosquitto, watching
 from .serve_util import FRONT, BridgeFactory, get_json
 from .test_automation_e2e import free_udp_port, rule_now
 from .test_cli import run
+from .test_clips_api import FAST_CLIPS, wait_for_clip
+from .test_mqtt import broker, mqtt_env, retained
+from .test_s3 import admin, aws_env, moto_url
+
+__all__ = ["aws_env", "broker", "moto_url"]  # fixtures, shared with test_mqtt and test_s3
 
 BACK = "be0e3ef1-cf12-4350-bdc2-ce5266bdb838"
 
@@ -33,6 +40,13 @@ def share(tmp_path: Path, name: str, devices: str, **extra: str) -> dict[str, st
         "SKYBELL_BRIDGE_STORAGE_CLIPS_DIR": str(tmp_path / f"clips-{name}"),
         **extra,
     }
+
+
+async def metric(bridge: Bridge, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(bridge.http_url + "metrics") as resp:
+        text = await resp.text()
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
 
 
 async def events_of(bridge: Bridge) -> list[dict[str, object]]:
@@ -161,3 +175,107 @@ def test_triggers_add_registers_only_the_instance_doorbells() -> None:
     )
     assert FRONT in everyone.stdout
     assert BACK in everyone.stdout
+
+
+async def test_s3_keys_carry_the_instance(
+    make_bridge: BridgeFactory, world: SimWorld, tmp_path: Path, moto_url: str
+) -> None:
+    admin(moto_url).create_bucket(Bucket="shared-clips")
+    s3 = {
+        "SKYBELL_BRIDGE_S3_ENABLED": "true",
+        "SKYBELL_BRIDGE_S3_BUCKET": "shared-clips",
+        "SKYBELL_BRIDGE_S3_PREFIX": "doorbells",
+        "SKYBELL_BRIDGE_S3_ENDPOINT_URL": moto_url,
+        "SKYBELL_BRIDGE_S3_REGION": "us-east-1",
+        "SKYBELL_BRIDGE_S3_ADDRESSING_STYLE": "path",
+        **FAST_CLIPS,
+    }
+    east = await make_bridge(**share(tmp_path, "east", "front-door", **s3))
+    west = await make_bridge(**share(tmp_path, "west", "back-garden", **s3))
+    await world.press("Front Door")
+    await world.press("Back Garden")
+    await wait_for_clip(east, device="front-door")
+    await wait_for_clip(west, device="back-garden")
+    for bridge in (east, west):
+        await bridge.app[UPLOADER].drain()
+    listed = admin(moto_url).list_objects_v2(Bucket="shared-clips")
+    keys = sorted(o["Key"] for o in listed["Contents"])
+    assert any(k.startswith("doorbells/east/front-door/") and k.endswith(".mp4") for k in keys)
+    assert any(k.startswith("doorbells/west/back-garden/") and k.endswith(".mp4") for k in keys)
+    assert all(
+        k.startswith(("doorbells/east/front-door/", "doorbells/west/back-garden/")) for k in keys
+    )
+
+
+@needs_mosquitto
+async def test_mqtt_topics_and_ids_carry_the_instance(
+    broker: Broker, make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    async with watching(broker) as watcher:
+        east = await make_bridge(**share(tmp_path, "east", "front-door", **mqtt_env(broker)))
+        west = await make_bridge(**share(tmp_path, "west", "back-garden", **mqtt_env(broker)))
+        await watcher.wait_payload("skybell/east/bridge/status", b"online")
+        await watcher.wait_payload("skybell/west/bridge/status", b"online")
+
+        def seen(head: str) -> bool:
+            return any(m.topic.startswith(head) for m in watcher.messages)
+
+        # The claims come last, after every state of each instance.
+        await watcher.wait(
+            lambda: seen(f"skybell/claims/{FRONT}") and seen(f"skybell/claims/{BACK}")
+        )
+        assert seen("skybell/east/front-door/")
+        assert seen("skybell/west/back-garden/")
+        assert not seen("skybell/east/back-garden/")
+        assert not seen("skybell/west/front-door/")
+        assert not seen("skybell/front-door/")
+        nodes = {
+            m.topic.split("/")[2] for m in watcher.messages if m.topic.startswith("homeassistant/")
+        }
+        assert nodes == {"skybell-bridge-east", "skybell-bridge-west"}
+    claims = await retained(broker, {f"skybell/claims/{FRONT}", f"skybell/claims/{BACK}"})
+    assert claims == {
+        f"skybell/claims/{FRONT}": b"skybell-bridge-east",
+        f"skybell/claims/{BACK}": b"skybell-bridge-west",
+    }
+    assert await metric(east, "skybell_bridge_mqtt_claim_conflicts") == 0
+    assert await metric(west, "skybell_bridge_mqtt_claim_conflicts") == 0
+
+
+@needs_mosquitto
+async def test_two_instances_claiming_one_doorbell_both_log_it(
+    broker: Broker,
+    make_bridge: BridgeFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, "bridge.mqtt.claims")
+    east = await make_bridge(**share(tmp_path, "east", "front-door", **mqtt_env(broker)))
+    async with watching(broker, f"skybell/claims/{FRONT}") as watcher:
+        await watcher.wait_payload(f"skybell/claims/{FRONT}", b"skybell-bridge-east")
+    west = await make_bridge(
+        **share(tmp_path, "west", "front-door,back-garden", **mqtt_env(broker))
+    )
+
+    def conflicts() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "claimed by two" in r.getMessage()]
+
+    for _ in range(200):
+        if len(conflicts()) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    # Each names the doorbell and both instances, itself first.
+    first, second = sorted(conflicts())
+    assert first.startswith(f"doorbell Front Door ({FRONT})")
+    assert "'skybell-bridge-east' and 'skybell-bridge-west'" in first
+    assert "'skybell-bridge-west' and 'skybell-bridge-east'" in second
+    assert "Back Garden" not in first + second
+    assert await metric(east, "skybell_bridge_mqtt_claim_conflicts") == 1
+    assert await metric(west, "skybell_bridge_mqtt_claim_conflicts") == 1
+
+    # An orderly stop clears its claims; the other instance claims its doorbell again.
+    await west.close()
+    async with watching(broker, "skybell/claims/+") as watcher:
+        await watcher.wait_payload(f"skybell/claims/{FRONT}", b"skybell-bridge-east")
+        await asyncio.sleep(0.5)
+        assert watcher.last(f"skybell/claims/{BACK}") is None  # cleared, not retained

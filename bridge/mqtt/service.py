@@ -24,6 +24,7 @@ from typing import Any
 from bridge.errors import BridgeError, CloudError, DeviceUnreachable, SettingsError
 from bridge.events.bus import EventBus, Subscription
 from bridge.media.hub import Hub, Stream
+from bridge.mqtt.claims import Claims
 from bridge.mqtt.commands import CommandError, Control, parse_command
 from bridge.mqtt.discovery import (
     LIGHT_SETTINGS,
@@ -103,6 +104,7 @@ class MqttService:
         *,
         instance: str,
         base: str | None = None,
+        claims: bool = False,
     ) -> None:
         self.options = options
         base = base or options.topic  # with bridge.instance: <topic>/<instance>
@@ -117,12 +119,18 @@ class MqttService:
                 # A doorbell named "Bridge" must not answer for the bridge's own topics.
                 target = stream.name if stream.name != BRIDGE else device.id
                 self._bells[device.id] = _Bell(stream, device, target, extract_settings(device))
+        # With bridge.instance: claim each doorbell, so two instances serving one are found.
+        self.claims: Claims | None = None
+        if claims:
+            names = {d_id: bell.device.name for d_id, bell in self._bells.items()}
+            self.claims = Claims(options.topic, instance, names)
         self._rules = rule_keys([name for name, _ in parts.rules()])
         self._controls = _controls()
         self.link = MqttLink(
             options,
             status_topic=topics.status,
-            subscriptions=topics.subscriptions,
+            subscriptions=topics.subscriptions
+            + ([self.claims.subscription] if self.claims is not None else []),
             on_message=self._on_message,
             on_connect=self._on_connect,
             owned=topics.owned if options.discovery else (),
@@ -151,6 +159,8 @@ class MqttService:
         for key, name in self._rules.items():
             enabled = dict(self._parts.rules()).get(name, False)
             self._state(BRIDGE, f"rule/{key}", on_off(enabled))
+        if self.claims is not None:
+            self.claims.claim_all(self._retain)
         self._sub = self._bus.subscribe("mqtt", self._on_event)
         self.link.start()
         self._tasks.spawn(self._refresh_loop(), name="mqtt-devices")
@@ -168,6 +178,8 @@ class MqttService:
                 timer.cancel()
             bell.pulses.clear()
         await self._tasks.cancel_all()
+        if self.claims is not None:
+            self.claims.release(self._retain)  # sent before the link's orderly disconnect
         await self.link.close()
 
     def _announce(self, figures: Figures | None) -> None:
@@ -313,7 +325,12 @@ class MqttService:
 
     # -- commands ------------------------------------------------------------------------------
 
+    def _retain(self, topic: str, payload: bytes) -> None:
+        self.link.publish(topic, payload, retain=True)
+
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if self.claims is not None and self.claims.seen(topic, payload, self._retain):
+            return
         if topic == self.topics.ha_status:
             if payload.strip() == b"online" and not retained:
                 # Home Assistant restarted: send it everything again, as ring-mqtt does.

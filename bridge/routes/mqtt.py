@@ -119,6 +119,7 @@ def setup(
             app[DEVICES],
             instance=instance or instance_id(options, bridge_instance),
             base=topic_base(options, bridge_instance),
+            claims=bool(bridge_instance),
         )
 
         def stats() -> dict[str, float]:
@@ -127,6 +128,7 @@ def setup(
                 "connected": link["connected"],
                 "dropped": link["dropped"],
                 "queued": link["queued"],
+                "claim_conflicts": len(service.claims.conflicts) if service.claims else 0,
             }
 
         app[MQTT_STATS] = stats
