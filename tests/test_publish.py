@@ -387,3 +387,32 @@ async def test_rtmp_publish_to_nginx_copies_video_and_survives_a_reconnect(
     _continuous(got["video_dts"], gap=5.0)
     _continuous(got["audio_dts"], gap=5.0)
     assert (await _publish_entry(bridge))["state"] == "publishing"
+
+
+@pytest.mark.slow
+@needs_ffmpeg
+async def test_while_live_rides_along_and_never_wakes_the_doorbell_itself(
+    make_bridge: BridgeFactory,
+    rtsp_receiver: tuple[str, Path, list[subprocess.Popen[bytes]]],
+) -> None:
+    url, _, (proc,) = rtsp_receiver
+    await _wait_listening(int(url.split(":")[2].split("/")[0]), proc)
+    bridge = await make_bridge(f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\n')
+    await asyncio.sleep(1.5)
+    status, body = await get_json(bridge.http_url + f"api/streams?src={NAME}")
+    assert status == 200
+    assert body["state"] == "idle"  # the push alone does not start the live call
+    assert body["publish"][0]["state"] == "waiting"
+    assert body["publish"][0]["mode"] == "while_live"
+    # An RTSP viewer makes the stream live: the push rides along while it watches.
+    reader = asyncio.ensure_future(asyncio.to_thread(_read_rtsp_frames, bridge.rtsp_url + NAME, 90))
+    await _wait_frames(bridge, 15)
+    assert await reader == 90
+    # The viewer left: the push lets go, and the live call ends after the idle timeout.
+    for _ in range(200):
+        _, body = await get_json(bridge.http_url + f"api/streams?src={NAME}")
+        if body["state"] == "idle" and body["publish"][0]["state"] == "waiting":
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"the stream stayed up for the push: {body}")

@@ -215,6 +215,8 @@ class Publisher:
     async def _next_batch(self, sub: Subscriber) -> list[MediaPacket] | None:
         """Everything queued, waiting for at least one packet; None once no longer wanted."""
         while True:
+            if not self._wanted():  # checked per batch: packets keep coming while it is live
+                return None
             get = asyncio.ensure_future(sub.get())
             done, _ = await asyncio.wait((get,), timeout=_CHECK_EVERY)
             if not done:
@@ -222,8 +224,6 @@ class Publisher:
                 try:
                     first = await get  # it may have taken a packet just before the cancel
                 except asyncio.CancelledError:
-                    if not self._wanted():
-                        return None
                     continue
             else:
                 first = get.result()
