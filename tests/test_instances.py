@@ -233,6 +233,10 @@ async def test_mqtt_topics_and_ids_carry_the_instance(
             m.topic.split("/")[2] for m in watcher.messages if m.topic.startswith("homeassistant/")
         }
         assert nodes == {"skybell-bridge-east", "skybell-bridge-west"}
+        for m in watcher.messages:
+            if m.topic.startswith("homeassistant/") and m.payload:
+                node = m.topic.split("/")[2]
+                assert m.json()["unique_id"].startswith(node + "_")
     claims = await retained(broker, {f"skybell/claims/{FRONT}", f"skybell/claims/{BACK}"})
     assert claims == {
         f"skybell/claims/{FRONT}": b"skybell-bridge-east",
@@ -279,3 +283,22 @@ async def test_two_instances_claiming_one_doorbell_both_log_it(
         await watcher.wait_payload(f"skybell/claims/{FRONT}", b"skybell-bridge-east")
         await asyncio.sleep(0.5)
         assert watcher.last(f"skybell/claims/{BACK}") is None  # cleared, not retained
+
+
+async def test_a_stale_webhook_of_another_instance_doorbell_is_ignored_quietly(
+    make_bridge: BridgeFactory,
+    world: SimWorld,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hooks = {"SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET": "hook-secret"}
+    east = await make_bridge(**share(tmp_path, "east", "front-door", **hooks))
+    west = await make_bridge(**share(tmp_path, "west", "back-garden", **hooks))
+    # Left over from before the split: the front door still calls west.
+    await add_webhook_triggers(
+        east.client, east.app[DEVICES], webhook_url(west.http_url), secret=Secret("hook-secret")
+    )
+    press = await world.press("Front Door")
+    assert [w["status"] for w in press.webhooks] == [202]
+    assert await events_of(west) == []
+    assert not [r for r in caplog.records if "on the account" in r.getMessage()]
