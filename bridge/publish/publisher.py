@@ -73,6 +73,9 @@ class Publisher:
         self.bytes = 0
         self.frames = 0
         self._dropped_before = 0  # drops of earlier subscriptions
+        # The subscription's drop count when it delivered its first packet: the packets a
+        # joining subscriber skips until its first keyframe are not the target's doing.
+        self._drop_base: int | None = None
         self._down = False  # "unavailable" was logged; "back" is logged once it publishes again
         self._backoff = backoff
         self._sub: Subscriber | None = None
@@ -92,7 +95,12 @@ class Publisher:
     @property
     def dropped(self) -> int:
         """Packets dropped because the target fell behind."""
-        return self._dropped_before + (self._sub.dropped if self._sub is not None else 0)
+        return self._dropped_before + self._dropped_now()
+
+    def _dropped_now(self) -> int:
+        if self._sub is None or self._drop_base is None:
+            return 0
+        return self._sub.dropped - self._drop_base
 
     def stats(self) -> PublishStats:
         """A JSON-friendly summary."""
@@ -118,12 +126,12 @@ class Publisher:
     def _subscribe(self) -> Subscriber:
         sub = self.stream.subscribe("publish", max_packets=_MAX_PACKETS, max_bytes=_MAX_BYTES)
         self._sub = sub
+        self._drop_base = None
         return sub
 
     def _unsubscribe(self) -> None:
         if self._sub is not None:
-            # Packets skipped while waiting for the first keyframe are not the target's fault.
-            self._dropped_before += self._sub.dropped
+            self._dropped_before += self._dropped_now()
             self._sub.close()
             self._sub = None
 
@@ -228,6 +236,8 @@ class Publisher:
             else:
                 first = get.result()
             batch = [first]
+            if self._drop_base is None:
+                self._drop_base = sub.dropped
             while (packet := sub.get_nowait()) is not None:
                 batch.append(packet)
             return batch

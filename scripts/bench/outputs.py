@@ -5,9 +5,11 @@ Three processes, so each figure is the bridge's own: the simulator, the bridge, 
 - the bridge's CPU as % of one core: ingest alone, then with 1 and 10 RTSP clients, 20 HLS
   viewers, 1 and 20 MJPEG viewers, and 3 WebRTC viewers;
 - latency per output against the doorbell's burned-in capture clock (RTSP, WebRTC, MJPEG,
-  LL-HLS, HLS), and the same clock read straight off a direct ingest as the baseline, so
+  LL-HLS, HLS, a publish target), and the same clock read straight off a direct ingest as the baseline, so
   "added" is what the bridge and the output's packaging cost on top;
-- time from a frame.jpeg request to its response, with the stream cold and warm.
+- time from a frame.jpeg request to its response, with the stream cold and warm;
+- with nginx-rtmp installed, the CPU per publish target (a push to RTMP) and the latency a
+  viewer of the media server sees, read back from nginx.
 
 Run: .venv/bin/python scripts/bench/outputs.py [--seconds 20]
 """
@@ -20,13 +22,15 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import socket
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +178,73 @@ async def ffmpeg_rtsp_copy(url: str) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+NGINX_CONF = """
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 64; }}
+rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}
+"""
+
+
+@contextlib.contextmanager
+def nginx_rtmp() -> Iterator[str | None]:
+    """nginx with libnginx-mod-rtmp on a free loopback port: the base of its RTMP URLs (None
+    when it is not installed)."""
+    if not os.path.exists("/usr/lib/nginx/modules/ngx_rtmp_module.so"):
+        yield None
+        return
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        proc = subprocess.Popen(
+            [nginx, "-e", f"{tmp}/error.log", "-p", tmp, "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with socket.socket() as s, contextlib.suppress(OSError):
+                    s.connect(("127.0.0.1", port))
+                    break
+                time.sleep(0.05)
+            yield f"rtmp://127.0.0.1:{port}/live"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+async def publish_target(http: aiohttp.ClientSession, rig: Rig, dst: str) -> None:
+    """A push from the bridge to ``dst`` (go2rtc's ad-hoc API), until cancelled."""
+    query = {"src": STREAM, "dst": dst}
+    async with http.post(rig.base + "api/streams", params=query) as resp:
+        assert resp.status == 200, await resp.text()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        async with http.delete(rig.base + "api/streams", params=query) as resp:
+            await resp.read()
+
+
+def rtmp_latency(url: str, seconds: float) -> list[float]:
+    """Capture-to-decode latency of the pictures a viewer of the media server gets."""
+    out: list[float] = []
+    options = {"fflags": "nobuffer", "rw_timeout": "10000000"}
+    with av.open(url, options=options) as container:
+        end = time.monotonic() + seconds
+        for frame in container.decode(video=0):
+            value = stamp_latency_ms(frame.to_ndarray(format="gray"))
+            if value is not None:
+                out.append(value)
+            if time.monotonic() >= end:
+                break
+    return out
 
 
 async def mjpeg_reader(
@@ -441,6 +512,9 @@ async def main() -> None:
     rig = Rig()
     rig.start()
     results: list[str] = []
+    # Publish targets need a real receiver: nginx-rtmp when installed (scripts/bootstrap --test).
+    stack = contextlib.ExitStack()
+    rtmp_base = stack.enter_context(nginx_rtmp())
 
     def report(line: str) -> None:
         print(line, flush=True)
@@ -506,6 +580,20 @@ async def main() -> None:
                 per=3,
             )
 
+            if rtmp_base is not None:
+                one_push = await cpu_with(
+                    "1 publish target (RTMP to nginx)",
+                    publish_target(http, rig, f"{rtmp_base}/cpu0"),
+                    per=1,
+                )
+                five_push = await cpu_with(
+                    "5 publish targets (RTMP to nginx)",
+                    *(publish_target(http, rig, f"{rtmp_base}/cpu{i}") for i in range(5)),
+                    per=5,
+                )
+                # Each target has its own muxer, thread and AAC encoder (nothing is shared).
+                report(f"  publish cost per further target: {(five_push - one_push) / 4:.2f} %")
+
             # Latency, one output at a time so they do not disturb one another.
             base_lat = await baseline_latency(rig, win)
             b50 = statistics.median(base_lat)
@@ -546,6 +634,12 @@ async def main() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(mjpeg_reader(http, mjpeg_url, on_jpeg), win)
             lat("MJPEG", mj)
+            if rtmp_base is not None:
+                dst = f"{rtmp_base}/latency"
+                async with running(publish_target(http, rig, dst)):
+                    values = await asyncio.to_thread(rtmp_latency, dst, win)
+                lat("publish (RTMP via nginx, read back)", values)
+                await asyncio.sleep(4)
             for label, url, low in (("LL-HLS", ll_url, True), ("HLS", plain_url, False)):
                 values: list[float] = []
                 with contextlib.suppress(TimeoutError):
@@ -558,6 +652,7 @@ async def main() -> None:
             )
     finally:
         rig.close()
+        stack.close()
 
 
 async def hls_media_playlists(http: aiohttp.ClientSession, url: str) -> tuple[str, str]:
