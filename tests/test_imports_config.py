@@ -33,6 +33,7 @@ _LAZY = (
     "bridge.media",
     "bridge.mjpeg",
     "bridge.mqtt",
+    "bridge.publish",
     "bridge.record",
     "bridge.skybell",
     "bridge.talk",

@@ -30,7 +30,8 @@ from bridge.errors import SettingsError
 
 if TYPE_CHECKING:
     from bridge.skybell.client import SkyBellClient
-    from bridge.skybell.models import Device
+from bridge.skybell.models import Device
+from bridge.skybell.tones import TONES
 
 __all__ = [
     "CHIME_TONES",
@@ -54,23 +55,8 @@ SettingKind = Literal["bool", "int", "enum", "colour"]
 LED_OFF: Final = "#000000"
 LED_DEFAULT_COLOUR: Final = "#00FF00"  # the seed's default led_color
 # The seed's chime_file enum ("Select the tone the SkyBell will play upon a button press";
-# user.wav is a tone the owner uploaded).
-CHIME_TONES: Final = (
-    "1.wav",
-    "2.wav",
-    "3.wav",
-    "4.wav",
-    "5.wav",
-    "8.wav",
-    "9.wav",
-    "cartoon-melodic-bell.wav",
-    "home.wav",
-    "modern.wav",
-    "onemomentplease.wav",
-    "single-press.wav",
-    "wifi_ring.wav",
-    "user.wav",
-)
+# user.wav is a tone the owner uploaded) is the same list as the play-tone call's file names.
+CHIME_TONES: Final = TONES
 _LEVELS = ("low", "medium", "high")  # the seed's legacy 0, 1, 2
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 _SENSITIVITY_HELP = "0, 1, 2: low, medium, high; 3 to 1000: 0.3 % to 100 %"

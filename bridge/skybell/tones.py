@@ -11,7 +11,6 @@ from typing import Final
 __all__ = ["TONES"]
 
 TONES: Final = (
-    "user.wav",
     "1.wav",
     "2.wav",
     "3.wav",
@@ -25,4 +24,5 @@ TONES: Final = (
     "onemomentplease.wav",
     "single-press.wav",
     "wifi_ring.wav",
+    "user.wav",  # a tone the owner uploaded
 )
