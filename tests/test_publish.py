@@ -416,3 +416,32 @@ async def test_while_live_rides_along_and_never_wakes_the_doorbell_itself(
         await asyncio.sleep(0.1)
     else:
         raise AssertionError(f"the stream stayed up for the push: {body}")
+
+
+@pytest.mark.slow
+async def test_an_rtmp_target_that_accepts_and_never_answers_freezes_nothing(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The kernel completes the connection (a listen backlog), and nothing ever answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        dst = f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live/x"
+        bridge = await make_bridge()
+        status, _ = await _api(bridge, "POST", "/api/streams", src=NAME, dst=dst)
+        assert status == 200
+        started = asyncio.get_running_loop().time()
+        got = await asyncio.to_thread(_read_rtsp_frames, bridge.rtsp_url + NAME, 90)
+        assert got == 90  # RTSP viewers keep their pictures all along
+        entry: dict[str, Any] = {}
+        for _ in range(100):
+            entry = await _publish_entry(bridge)
+            if entry["reconnects"]:
+                break
+            await asyncio.sleep(0.1)
+        # Retried with backoff: unavailable, or connecting again.
+        assert entry["state"] in ("unavailable", "connecting"), entry
+        assert "no answer within" in entry["error"]
+        assert asyncio.get_running_loop().time() - started < 30
+        warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len([r for r in warnings if r.name.startswith("bridge.publish")]) == 1

@@ -21,6 +21,7 @@ from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket
 from bridge.publish.muxer import IO_TIMEOUT, PushMuxer
 from bridge.publish.options import PublishTarget, safe_url
+from bridge.publish.probe import probe
 from bridge.redact import redact, register
 
 __all__ = ["PublishStats", "Publisher"]
@@ -190,6 +191,10 @@ class Publisher:
         muxer = PushMuxer(self.target.url, audio=self.target.audio == "aac")
         base_bytes, base_frames = self.bytes, self.frames
         announced = False
+        try:
+            await probe(self.target.url)
+        except (OSError, TimeoutError) as err:
+            raise _TargetFailed(str(err) or type(err).__name__) from err
         if sub.queued == 0:
             self.stream.request_keyframe()  # a push must start at a keyframe: ask for one now
         try:
