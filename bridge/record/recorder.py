@@ -25,6 +25,7 @@ from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket, extract_sps_pps
 from bridge.record.active import ActiveClip
 from bridge.record.errors import RecordError
+from bridge.record.heap import release_free_heap
 from bridge.record.index import Clip
 from bridge.record.mp4file import clip_tags
 from bridge.record.options import DeviceOptions, RecordOptions
@@ -361,7 +362,10 @@ class Recorder:
             and not self.store.index.find(activity_id=activity)
         ):
             self.store.index.update(clip.id, activity_id=activity)  # named by a later event
-        return self.store.finish(clip, note=note)
+        try:
+            return self.store.finish(clip, note=note)
+        finally:
+            release_free_heap()  # the clip's freed buffers: see bridge/record/heap.py
 
     # -- background ----------------------------------------------------------------------------
 
