@@ -1,6 +1,6 @@
-"""One publish target: rides the hub's stream and pushes it through ``PushMuxer`` in a thread.
+"""One publish target: rides the hub's stream and pushes it through a muxer process.
 
-The queue between the event loop and the muxing thread is the hub's own ``Subscriber``: bounded
+The queue in front of the muxer process is the hub's own ``Subscriber``: bounded
 in packets and bytes, and when a target stalls it drops whole GOPs up to the next keyframe (and
 counts them), so a stuck media server costs a few seconds of video, never unbounded memory.
 """
@@ -8,20 +8,16 @@ counts them), so a stuck media server costs a few seconds of video, never unboun
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 from typing import TypedDict
 from urllib.parse import urlsplit
 
-import av
-
 from bridge.media.buffers import StreamEnded, Subscriber
 from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket
-from bridge.publish.muxer import IO_TIMEOUT, PushMuxer
 from bridge.publish.options import PublishTarget, safe_url
-from bridge.publish.probe import probe
+from bridge.publish.process import MuxerFailed, MuxerProcess
 from bridge.redact import redact, register
 
 __all__ = ["PublishStats", "Publisher"]
@@ -71,8 +67,9 @@ class Publisher:
         self.state = "waiting"
         self.error: str | None = None
         self.reconnects = 0
-        self.bytes = 0
-        self.frames = 0
+        self._done_bytes = 0  # counters of earlier pushes; the current one's are its muxer's
+        self._done_frames = 0
+        self._muxer: MuxerProcess | None = None
         self._dropped_before = 0  # drops of earlier subscriptions
         # The subscription's drop count when it delivered its first packet: the packets a
         # joining subscriber skips until its first keyframe are not the target's doing.
@@ -80,10 +77,6 @@ class Publisher:
         self._down = False  # "unavailable" was logged; "back" is logged once it publishes again
         self._backoff = backoff
         self._sub: Subscriber | None = None
-        # One thread per target: a target that blocks on a write holds only its own thread.
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=f"publish {stream.name}"
-        )
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -102,6 +95,16 @@ class Publisher:
         if self._sub is None or self._drop_base is None:
             return 0
         return self._sub.dropped - self._drop_base
+
+    @property
+    def bytes(self) -> int:
+        """Bytes pushed, all connections together."""
+        return self._done_bytes + (self._muxer.bytes if self._muxer is not None else 0)
+
+    @property
+    def frames(self) -> int:
+        """Video frames pushed, all connections together."""
+        return self._done_frames + (self._muxer.frames if self._muxer is not None else 0)
 
     def stats(self) -> PublishStats:
         """A JSON-friendly summary."""
@@ -187,29 +190,21 @@ class Publisher:
                 pass
 
     async def _push(self, sub: Subscriber) -> None:
-        loop = asyncio.get_running_loop()
-        muxer = PushMuxer(self.target.url, audio=self.target.audio == "aac")
-        base_bytes, base_frames = self.bytes, self.frames
+        muxer = MuxerProcess(self.target.url, audio=self.target.audio == "aac")
+        self._muxer = muxer
         announced = False
-        try:
-            await probe(self.target.url)
-        except (OSError, TimeoutError) as err:
-            raise _TargetFailed(str(err) or type(err).__name__) from err
         if sub.queued == 0:
             self.stream.request_keyframe()  # a push must start at a keyframe: ask for one now
         try:
+            await muxer.start()
             while True:
                 try:
-                    batch = await self._next_batch(sub)
+                    batch = await self._next_batch(sub, muxer)
                 except StreamEnded:
                     return
                 if batch is None:
                     return  # no longer wanted (while_live)
-                try:
-                    await loop.run_in_executor(self._executor, muxer.write, batch)
-                except (av.FFmpegError, OSError, ValueError) as err:
-                    raise _TargetFailed(str(err) or type(err).__name__) from err
-                self.bytes, self.frames = base_bytes + muxer.bytes, base_frames + muxer.frames
+                await muxer.send(batch)
                 if muxer.opened and not announced:
                     announced = True
                     self.state = "publishing"
@@ -217,17 +212,22 @@ class Publisher:
                         self._down = False
                         _LOGGER.warning("publish %s to %s: back", self.stream.name, self.url)
                     self.error = None
+        except (MuxerFailed, OSError) as err:
+            raise _TargetFailed(str(err) or type(err).__name__) from err
         finally:
-            # Closing talks to the target (TEARDOWN, trailer): a thread, like every other call.
-            # A write stuck on a stalled target ends within the muxer's I/O timeout; the close
-            # queues behind it, so it is not awaited for longer than that here.
-            with contextlib.suppress(RuntimeError):  # the executor is shut down at exit
-                closing = loop.run_in_executor(self._executor, muxer.close)
-                await asyncio.wait((closing,), timeout=IO_TIMEOUT)
+            # Closing talks to the target (TEARDOWN, trailer): the child does it, and is killed
+            # if it hangs longer than FFmpeg's I/O timeout.
+            await muxer.finish()
+            self._done_bytes, self._done_frames = self.bytes, self.frames
+            self._muxer = None
 
-    async def _next_batch(self, sub: Subscriber) -> list[MediaPacket] | None:
-        """Everything queued, waiting for at least one packet; None once no longer wanted."""
+    async def _next_batch(self, sub: Subscriber, muxer: MuxerProcess) -> list[MediaPacket] | None:
+        """Everything queued, waiting for at least one packet; None once no longer wanted.
+
+        Raises MuxerFailed when the push ended while it waited (a target that hung up).
+        """
         while True:
+            await muxer.check()
             if not self._wanted():  # checked per batch: packets keep coming while it is live
                 return None
             get = asyncio.ensure_future(sub.get())
@@ -254,5 +254,4 @@ class Publisher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self.state = "stopped"

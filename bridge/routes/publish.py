@@ -23,7 +23,7 @@ __all__ = ["PUBLISHERS", "setup", "stream_publish_stats"]
 _LOGGER = logging.getLogger(__name__)
 # Every running push, configured and ad-hoc, in the order they started.
 PUBLISHERS: web.AppKey[list[Publisher]] = web.AppKey("publishers")
-_MAX_ADHOC = 64  # a script looping on POST must not open a thread per call without end
+_MAX_ADHOC = 64  # a script looping on POST must not start a muxer process per call without end
 
 
 def stream_publish_stats(app: web.Application, stream_name: str) -> list[PublishStats]:

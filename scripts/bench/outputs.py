@@ -58,11 +58,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, children excluded."""
+def _stat(pid: int | str) -> list[str]:
     with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+        return fh.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children: the bridge's publish muxers are child
+    processes, live ones counted directly and ended ones through the parent's reaped total."""
+    total = 0.0
+    family = {pid}
+    for entry in sorted(os.listdir("/proc"), key=lambda e: int(e) if e.isdigit() else 0):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat(entry)
+        except OSError:
+            continue  # ended meanwhile: counted in its parent's reaped total
+        if int(entry) in family or int(fields[1]) in family:
+            family.add(int(entry))
+            total += int(fields[11]) + int(fields[12])
+            if int(entry) == pid:
+                total += int(fields[13]) + int(fields[14])
+    return total / TICKS
 
 
 def stamp_latency_ms(image: Any) -> float | None:
