@@ -21,6 +21,7 @@ from bridge.authlimit import AuthLimiter, parse_proxies
 from bridge.automation.switchbot import SwitchBotClient
 from bridge.config import ServerSettings, Settings
 from bridge.errors import ConfigError
+from bridge.heap import heap_usage
 from bridge.limits import ConnectionLimiter
 from bridge.media.hub import Stream
 from bridge.preflight import open_without_password
@@ -68,7 +69,11 @@ def build_auth_limiter(srv: ServerSettings) -> AuthLimiter:
 async def _health(request: web.Request) -> web.Response:
     # The task count shows a leak of background work from outside (the soak watches it).
     tasks = len(asyncio.all_tasks())
-    return web.json_response({"ok": True, "streams": len(request.app[HUB].streams), "tasks": tasks})
+    # The C heap tells a leak (in-use grows) from glibc fragmentation (free grows): issue 13.
+    heap = heap_usage()
+    c_heap = None if heap is None else {"in_use": heap.in_use, "free": heap.free}
+    streams_n = len(request.app[HUB].streams)
+    return web.json_response({"ok": True, "streams": streams_n, "tasks": tasks, "heap": c_heap})
 
 
 def _stream_info(app: web.Application) -> Callable[[Stream], streams.StreamExtras]:

@@ -21,11 +21,11 @@ from typing import Protocol, TypedDict
 
 from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.errors import UnknownDevice
+from bridge.heap import release_free_heap
 from bridge.media.hub import Stream
 from bridge.media.packet import MediaPacket, extract_sps_pps
 from bridge.record.active import ActiveClip
 from bridge.record.errors import RecordError
-from bridge.record.heap import release_free_heap
 from bridge.record.index import Clip
 from bridge.record.mp4file import clip_tags
 from bridge.record.options import DeviceOptions, RecordOptions
@@ -365,7 +365,7 @@ class Recorder:
         try:
             return self.store.finish(clip, note=note)
         finally:
-            release_free_heap()  # the clip's freed buffers: see bridge/record/heap.py
+            release_free_heap()  # the clip's freed buffers: see bridge/heap.py
 
     # -- background ----------------------------------------------------------------------------
 

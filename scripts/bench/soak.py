@@ -51,7 +51,7 @@ from common import (
     turn_ice,
 )
 from outputs import hls_media_playlists, hls_viewer, mjpeg_reader
-from soak_report import report
+from soak_report import heap_text, report
 
 from bridge.media import aiortc_patch
 
@@ -83,8 +83,8 @@ class Soak:
         self.counts = {"hls_parts": 0, "hls_503_retries": 0, "mjpeg_jpegs": 0, "whep_frames": 0}
         self.reconnects: dict[str, int] = {}
         self.recordings: list[Path] = []
-        # (minute, RSS MB, fds, threads, asyncio tasks)
-        self.samples: list[tuple[float, float, int, int, int]] = []
+        # (minute, RSS MB, fds, threads, asyncio tasks, C heap in use MB, C heap free MB)
+        self.samples: list[tuple[float, float, int, int, int, float | None, float | None]] = []
         self.device_id = ""
         self.serve_pid = 0
 
@@ -383,17 +383,22 @@ async def run_presses(soak: Soak, http: aiohttp.ClientSession) -> None:
 
 
 async def sample(soak: Soak, http: aiohttp.ClientSession) -> None:
-    """The bridge's RSS, descriptors, threads and asyncio tasks every 10 s; printed at the
-    checkpoints."""
+    """The bridge's RSS, descriptors, threads, asyncio tasks and C heap (malloc's in-use and
+    free bytes: a leak grows the first, glibc fragmentation the second) every 10 s; printed at
+    the checkpoints."""
     marks = [soak.duration * f for f in (1 / 60, 10 / 60, 30 / 60, 1.0)]
     while True:
         pid = soak.serve_pid
-        tasks = int((await soak.api(http, "api/health"))["tasks"])
-        row = (soak.now() / 60, rss_mb(pid), open_fds(pid), threads(pid), tasks)
+        health = await soak.api(http, "api/health")
+        heap = health.get("heap")  # None where the bridge's C library is not glibc
+        in_use, free = (heap["in_use"] / 1e6, heap["free"] / 1e6) if heap else (None, None)
+        row = (soak.now() / 60, rss_mb(pid), open_fds(pid), threads(pid), int(health["tasks"]),
+               in_use, free)  # fmt: skip
         soak.samples.append(row)
         while marks and soak.now() >= marks[0] - 10:  # samples are 10 s apart
             marks.pop(0)
-            soak.say(f"serve: RSS {row[1]:.1f} MB, {row[2]} fds, {row[3]} threads, {row[4]} tasks")
+            soak.say(f"serve: RSS {row[1]:.1f} MB, {row[2]} fds, {row[3]} threads, {row[4]} tasks, "
+                     f"{heap_text(in_use, free)}")  # fmt: skip
         await asyncio.sleep(10)
 
 

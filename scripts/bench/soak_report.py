@@ -148,17 +148,33 @@ async def check_clips(soak: Any, http: aiohttp.ClientSession) -> dict[str, Any]:
     return {"clips": len(clips), "lost": lost, "unplayable": unplayable, "prerolls": prerolls}
 
 
+def heap_text(in_use: float | None, free: float | None) -> str:
+    """The C heap's figures for a line, or why there are none."""
+    if in_use is None or free is None:
+        return "C heap n/a (not glibc)"
+    return f"C heap {in_use:.1f} MB in use, {free:.1f} MB free"
+
+
 async def report(soak: Any, http: aiohttp.ClientSession, faults: list[Any]) -> int:
     """Print the figures; 0 when nothing was lost, else 1."""
     say = soak.say
     say("---- figures ----")
-    for minute, rss, fds, thr, tasks in soak.samples[:: max(1, len(soak.samples) // 12)]:
-        say(f"  t={minute:5.1f} min: RSS {rss:6.1f} MB, {fds} fds, {thr} threads, {tasks} tasks")
+    for minute, rss, fds, thr, tasks, in_use, free in soak.samples[
+        :: max(1, len(soak.samples) // 12)
+    ]:
+        say(f"  t={minute:5.1f} min: RSS {rss:6.1f} MB, {fds} fds, {thr} threads, {tasks} tasks, "
+            f"{heap_text(in_use, free)}")  # fmt: skip
     warm = max(1.0, soak.duration / 60 / 6)  # minutes of warm-up left out of the slope
-    later = [(m, r) for m, r, *_ in soak.samples if m >= warm]
+    later = [row for row in soak.samples if row[0] >= warm]
     if len(later) >= 3:
-        slope = statistics.linear_regression([m for m, _ in later], [r for _, r in later]).slope
-        say(f"RSS slope after {warm:.1f} min warm-up: {slope * 60:+.1f} MB/hour")
+        # RSS beside malloc's in-use and free bytes: in-use growing is a leak, free growing
+        # with in-use flat is fragmentation glibc keeps in its arenas.
+        for label, col in (("RSS", 1), ("C heap in use", 5), ("C heap free", 6)):
+            points = [(row[0], row[col]) for row in later if row[col] is not None]
+            if len(points) >= 3:
+                minutes, values = [m for m, _ in points], [v for _, v in points]
+                slope = statistics.linear_regression(minutes, values).slope
+                say(f"{label} slope after {warm:.1f} min warm-up: {slope * 60:+.1f} MB/hour")
         settled = [row for row in soak.samples if row[0] >= warm]
         for label, col in (("fds", 2), ("threads", 3), ("asyncio tasks", 4)):
             values = [row[col] for row in settled]
