@@ -111,7 +111,12 @@ class MuxerProcess:
             if proc.stdin is not None:
                 proc.stdin.close()
             with contextlib.suppress(ProcessLookupError):
-                proc.terminate()  # the child's SIGTERM handler closes the target (TEARDOWN)
+                if self.opened:
+                    proc.terminate()  # the child's SIGTERM handler closes the target (TEARDOWN)
+                else:
+                    # Nothing to tear down, and a child still in FFmpeg's open holds its GIL,
+                    # so its handler would only run when the open times out.
+                    proc.kill()
         await self._wait_exit(HANG_TIMEOUT)
         await self._drain_readers()
 

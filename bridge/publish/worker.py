@@ -63,7 +63,7 @@ def run(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     last = 0.0
     try:
         while (packet := read_packet(stdin)) is not None:
-            muxer.write([packet])
+            muxer.write(packet)
             now = time.monotonic()
             # Counters go up whenever the input is drained for now, so the bridge's figures are
             # exact while it waits for the doorbell, and at least twice a second under load.
