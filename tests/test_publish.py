@@ -1,4 +1,4 @@
-"""Publishing to real media servers: ffmpeg as an RTSP server (ANNOUNCE/RECORD) and nginx-rtmp.
+"""Publishing to real media servers: ffmpeg as an RTSP (ANNOUNCE/RECORD) and SRT server, nginx-rtmp.
 
 Each receiver is a real program on a free loopback port; what it got is read back with PyAV
 (ffmpeg's own demuxers) and compared with what the doorbell sent: the same SPS (video copied,
@@ -53,20 +53,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, udp: bool) -> bool:
     # Read the kernel's table instead of connecting: ffmpeg's RTSP listener takes exactly one
-    # connection, and a probe would be it.
-    needle = f":{port:04X} "
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+    # connection, and a probe would be it. A UDP socket (SRT) is ready once it is bound.
+    needle = f":{port:04X}"
+    table = Path("/proc/net/udp" if udp else "/proc/net/tcp").read_text()
+    for line in table.splitlines()[1:]:
         fields = line.split()
-        if fields[1].endswith(needle.strip()) and fields[3] == "0A":
+        if fields[1].endswith(needle) and (udp or fields[3] == "0A"):
             return True
     return False
 
 
-async def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+async def _wait_listening(url: str, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    port = int(url.split(":")[2].split("/")[0].split("?")[0])
     for _ in range(int(timeout * 20)):
-        if _listening(port):
+        if _listening(port, udp=url.startswith("srt:")):
             return
         if proc.poll() is not None:
             raise RuntimeError(f"the receiver exited early with {proc.returncode}")
@@ -122,28 +124,16 @@ def _continuous(times: list[float], *, gap: float) -> None:
     assert max(steps) < gap, f"a hole of {max(steps):.1f} s in the timeline"
 
 
-@pytest.fixture
-def rtsp_receiver(tmp_path: Path) -> Iterator[tuple[str, Path, list[subprocess.Popen[bytes]]]]:
-    port = free_port()
+@contextlib.contextmanager
+def _ffmpeg_receiving(
+    tmp_path: Path, url: str, listen: list[str]
+) -> Iterator[tuple[str, Path, list[subprocess.Popen[bytes]]]]:
+    """ffmpeg as a media server: it takes one push on ``listen`` and copies it to an MP4."""
     out = tmp_path / "received.mp4"
-    url = f"rtsp://127.0.0.1:{port}/x"
     assert FFMPEG is not None
     with (tmp_path / "ffmpeg.log").open("wb") as log:
         proc = subprocess.Popen(
-            [
-                FFMPEG,
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-rtsp_flags",
-                "listen",
-                "-i",
-                url,
-                "-c",
-                "copy",
-                "-y",
-                str(out),
-            ],
+            [FFMPEG, "-nostdin", "-loglevel", "error", *listen, "-c", "copy", "-y", str(out)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -152,6 +142,23 @@ def rtsp_receiver(tmp_path: Path) -> Iterator[tuple[str, Path, list[subprocess.P
             yield url, out, [proc]
         finally:
             _stop(proc)
+
+
+@pytest.fixture
+def rtsp_receiver(tmp_path: Path) -> Iterator[tuple[str, Path, list[subprocess.Popen[bytes]]]]:
+    url = f"rtsp://127.0.0.1:{free_port()}/x"
+    with _ffmpeg_receiving(tmp_path, url, ["-rtsp_flags", "listen", "-i", url]) as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def srt_receiver(tmp_path: Path) -> Iterator[tuple[str, Path, list[subprocess.Popen[bytes]]]]:
+    with socket.socket(type=socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    url = f"srt://127.0.0.1:{port}"
+    with _ffmpeg_receiving(tmp_path, url, ["-i", url + "?mode=listener"]) as receiver:
+        yield receiver
 
 
 async def _api(bridge: Bridge, method: str, path: str, **params: str) -> tuple[int, Any]:
@@ -195,13 +202,16 @@ async def _drop_doorbell(world: SimWorld) -> None:
 
 @pytest.mark.slow
 @needs_ffmpeg
-async def test_rtsp_publish_to_ffmpeg_copies_video_and_survives_a_reconnect(
+@pytest.mark.parametrize("receiver", ["rtsp_receiver", "srt_receiver"])
+async def test_push_to_ffmpeg_copies_video_and_survives_a_reconnect(
     make_bridge: BridgeFactory,
     world: SimWorld,
-    rtsp_receiver: tuple[str, Path, list[subprocess.Popen[bytes]]],
+    request: pytest.FixtureRequest,
+    receiver: str,
 ) -> None:
-    url, out, (proc,) = rtsp_receiver
-    await _wait_listening(int(url.split(":")[2].split("/")[0]), proc)
+    # RTSP ANNOUNCE/RECORD over TCP, and MPEG-TS over SRT (ffmpeg as an SRT listener).
+    url, out, (proc,) = request.getfixturevalue(receiver)
+    await _wait_listening(url, proc)
     bridge = await make_bridge(
         f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\nmode = "always"\naudio = "aac"\n'
     )
@@ -214,7 +224,7 @@ async def test_rtsp_publish_to_ffmpeg_copies_video_and_survives_a_reconnect(
     assert stream.reconnects >= 1
     assert stream.sps is not None
     status, final = await _api(bridge, "DELETE", "/api/streams", src=NAME, dst=url)
-    assert status == 200  # the push ends with a TEARDOWN: ffmpeg finishes its file
+    assert status == 200  # the push ends in order (RTSP TEARDOWN, SRT shutdown): ffmpeg finishes
     sent = final["frames"]  # counted up to the end of the push
     await asyncio.to_thread(proc.wait, 15)
     got = await asyncio.to_thread(read_back, str(out))
@@ -242,6 +252,16 @@ def test_unsupported_scheme_is_a_config_error_exit_2(tmp_path: Path) -> None:
     assert "publish[0].url" in result.stderr
     assert "rtsp, rtsps, rtmp, rtmps, srt" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_srt_without_the_ffmpeg_program_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('[[publish]]\nstream = "front-door"\nurl = "srt://media.example:8890"\n')
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg to be found
+    with pytest.raises(ConfigError, match=r"publish\[0\]\.url.*ffmpeg program"):
+        load_settings(config, {})
 
 
 @pytest.mark.parametrize(
@@ -290,14 +310,29 @@ def _read_rtsp_frames(url: str, frames: int, timeout: float = 20) -> int:
     return got
 
 
+_SECRET = "hunter2-publish-secret"
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dst", "shown"),
+    [
+        (f"rtsp://admin:{_SECRET}@127.0.0.1:{{port}}/x", "rtsp://***:***@127.0.0.1:{port}/x"),
+        # SRT's secret is a query parameter; the push goes through the ffmpeg program.
+        pytest.param(
+            f"srt://127.0.0.1:{{port}}?passphrase={_SECRET}&streamid=x",
+            "srt://127.0.0.1:{port}?passphrase=***&streamid=x",
+            marks=needs_ffmpeg,
+        ),
+    ],
+)
 async def test_unreachable_target_logs_once_backs_off_and_leaves_outputs_alone(
-    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture, dst: str, shown: str
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="bridge.publish")
     port = free_port()  # nothing listens there
-    secret = "hunter2-publish-secret"
-    dst = f"rtsp://admin:{secret}@127.0.0.1:{port}/x"
+    secret = _SECRET
+    dst = dst.format(port=port)
     bridge = await make_bridge()
     status, body = await _api(bridge, "POST", "/api/streams", src=NAME, dst=dst)
     assert status == 200, body
@@ -305,11 +340,17 @@ async def test_unreachable_target_logs_once_backs_off_and_leaves_outputs_alone(
     # The doorbell stays live for the push; an RTSP reader of the bridge gets its frames.
     got = await asyncio.to_thread(_read_rtsp_frames, bridge.rtsp_url + NAME, 30)
     assert got == 30
-    entry = await _publish_entry(bridge)
-    assert entry["state"] == "unavailable"
-    assert entry["reconnects"] >= 2  # retried, with backoff
-    assert entry["url"] == f"rtsp://***:***@127.0.0.1:{port}/x"
+    entry: dict[str, Any] = {}
+    for _ in range(300):
+        entry = await _publish_entry(bridge)
+        if entry["reconnects"] >= 2:  # retried, with backoff
+            break
+        await asyncio.sleep(0.1)
+    assert entry["reconnects"] >= 2, entry
+    assert entry["state"] in ("unavailable", "connecting"), entry
+    assert entry["url"] == shown.format(port=port)
     assert entry["error"]
+    assert secret not in entry["error"]
     status, metrics = await _api_text(bridge, "/metrics")
     assert status == 200
     assert "skybell_bridge_publish_reconnects_total" in metrics
@@ -370,7 +411,7 @@ async def test_rtmp_publish_to_nginx_copies_video_and_survives_a_reconnect(
     rtmp_server: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, proc = rtmp_server
-    await _wait_listening(int(url.split(":")[2].split("/")[0]), proc)
+    await _wait_listening(url, proc)
     bridge = await make_bridge(f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\nmode = "always"\n')
     await _wait_frames(bridge, 15)
     # A viewer of the media server reads ~10 s while the doorbell drops its call once.
@@ -397,7 +438,7 @@ async def test_while_live_rides_along_and_never_wakes_the_doorbell_itself(
     rtsp_receiver: tuple[str, Path, list[subprocess.Popen[bytes]]],
 ) -> None:
     url, _, (proc,) = rtsp_receiver
-    await _wait_listening(int(url.split(":")[2].split("/")[0]), proc)
+    await _wait_listening(url, proc)
     bridge = await make_bridge(f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\n')
     await asyncio.sleep(1.5)
     status, body = await get_json(bridge.http_url + f"api/streams?src={NAME}")

@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 
 import av
 
+from bridge.media.packet import MediaPacket
 from bridge.media.remux import Remuxer
+from bridge.publish.srt import SrtRelay
 
 __all__ = ["PushMuxer", "container_format"]
 
@@ -35,7 +37,7 @@ def container_format(url: str) -> tuple[str, dict[str, str]]:
     if scheme in ("rtmp", "rtmps"):
         return "flv", {"rw_timeout": io_timeout}
     if scheme == "srt":
-        return "mpegts", {"rw_timeout": io_timeout}
+        return "mpegts", {}  # written into ffmpeg's stdin (bridge.publish.srt)
     raise ValueError(f"cannot publish to {scheme!r} URLs")
 
 
@@ -49,10 +51,28 @@ class PushMuxer(Remuxer):
     def __init__(self, url: str, *, audio: bool = True, wait_for_audio: float = 0.5) -> None:
         super().__init__(audio=audio, wait_for_audio=wait_for_audio)
         self.url = url
+        self._relay: SrtRelay | None = None
+
+    @property
+    def opened(self) -> bool:
+        # Through the SRT relay, the header reaching its pipe says nothing about the target.
+        return super().opened and (self._relay is None or self._relay.connected)
 
     def _create(self) -> Any:
         fmt, options = container_format(self.url)
+        if urlsplit(self.url).scheme.lower() == "srt":
+            self._relay = SrtRelay(self.url)
+            return av.open(self._relay.stdin, "w", format=fmt)
         return av.open(self.url, "w", format=fmt, options=options)
+
+    def write(self, packet: MediaPacket) -> None:
+        try:
+            super().write(packet)
+        except OSError as err:
+            if self._relay is None:
+                raise
+            # A broken pipe says only that the relay is gone; its own last words say why.
+            raise OSError(self._relay.error) from err
 
     def close(self) -> None:
         """Finish the push (RTSP TEARDOWN, FLV trailer); safe to call twice, never raises."""
@@ -61,3 +81,6 @@ class PushMuxer(Remuxer):
             # The target may be gone already; there is nothing left to tell it then.
             with contextlib.suppress(av.FFmpegError, OSError):
                 container.close()
+        if self._relay is not None:
+            relay, self._relay = self._relay, None
+            relay.close()

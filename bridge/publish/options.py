@@ -12,6 +12,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from bridge.errors import ConfigError
+from bridge.publish.srt import srt_problem
 from bridge.redact import redact, register
 
 __all__ = [
@@ -56,6 +57,8 @@ def url_problem(url: str) -> str | None:
         return f"scheme must be one of {', '.join(SCHEMES)}, got {parts.scheme or 'none'!r}"
     if not parts.hostname:
         return "the URL names no host"
+    if parts.scheme.lower() == "srt":
+        return srt_problem()
     return None
 
 
