@@ -18,11 +18,13 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import av
@@ -34,6 +36,7 @@ from bridge.media.packet import extract_sps_pps
 from bridge.service import Bridge
 from bridge.sim.world import SimWorld
 
+from .mqtt_util import make_tls
 from .serve_util import BridgeFactory, get_json
 
 NAME = "front-door"
@@ -161,6 +164,34 @@ def srt_receiver(tmp_path: Path) -> Iterator[tuple[str, Path, list[subprocess.Po
         yield receiver
 
 
+@contextlib.asynccontextmanager
+async def _tls_front(folder: Path, url: str) -> AsyncIterator[str]:
+    """``url`` reached over TLS: rtsps:// or rtmps:// to a terminator in front of the plain
+    receiver, as stunnel or a load balancer stands before a media server. The bridge's TLS (PyAV's
+    FFmpeg) is the real thing; the receiver behind stays the real ffmpeg or nginx-rtmp."""
+    _, cert, key = make_tls(folder)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    parts = urlsplit(url)
+    assert parts.port is not None
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        behind_reader, behind_writer = await asyncio.open_connection("127.0.0.1", parts.port)
+        await asyncio.gather(pipe(reader, behind_writer), pipe(behind_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield parts._replace(scheme=parts.scheme + "s", netloc=f"127.0.0.1:{port}").geturl()
+
+
 async def _api(bridge: Bridge, method: str, path: str, **params: str) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as http,
@@ -202,16 +233,35 @@ async def _drop_doorbell(world: SimWorld) -> None:
 
 @pytest.mark.slow
 @needs_ffmpeg
-@pytest.mark.parametrize("receiver", ["rtsp_receiver", "srt_receiver"])
+@pytest.mark.parametrize(
+    ("receiver", "tls"),
+    [("rtsp_receiver", False), ("rtsp_receiver", True), ("srt_receiver", False)],
+    ids=["rtsp", "rtsps", "srt"],
+)
 async def test_push_to_ffmpeg_copies_video_and_survives_a_reconnect(
     make_bridge: BridgeFactory,
     world: SimWorld,
     request: pytest.FixtureRequest,
+    tmp_path: Path,
     receiver: str,
+    tls: bool,
 ) -> None:
-    # RTSP ANNOUNCE/RECORD over TCP, and MPEG-TS over SRT (ffmpeg as an SRT listener).
+    # RTSP ANNOUNCE/RECORD over TCP (or TLS), and MPEG-TS over SRT (ffmpeg as an SRT listener).
     url, out, (proc,) = request.getfixturevalue(receiver)
     await _wait_listening(url, proc)
+    async with contextlib.AsyncExitStack() as stack:
+        if tls:
+            url = await stack.enter_async_context(_tls_front(tmp_path, url))
+        await _push_and_read_back(make_bridge, world, url, out, proc)
+
+
+async def _push_and_read_back(
+    make_bridge: BridgeFactory,
+    world: SimWorld,
+    url: str,
+    out: Path,
+    proc: subprocess.Popen[bytes],
+) -> None:
     bridge = await make_bridge(
         f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\nmode = "always"\naudio = "aac"\n'
     )
@@ -405,14 +455,23 @@ def rtmp_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
 
 @pytest.mark.slow
 @needs_nginx
+@pytest.mark.parametrize("tls", [False, True], ids=["rtmp", "rtmps"])
 async def test_rtmp_publish_to_nginx_copies_video_and_survives_a_reconnect(
     make_bridge: BridgeFactory,
     world: SimWorld,
     rtmp_server: tuple[str, subprocess.Popen[bytes]],
+    tmp_path: Path,
+    tls: bool,
 ) -> None:
     url, proc = rtmp_server
     await _wait_listening(url, proc)
-    bridge = await make_bridge(f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\nmode = "always"\n')
+    async with contextlib.AsyncExitStack() as stack:
+        push = await stack.enter_async_context(_tls_front(tmp_path, url)) if tls else url
+        await _push_to_nginx(make_bridge, world, push, url)
+
+
+async def _push_to_nginx(make_bridge: BridgeFactory, world: SimWorld, push: str, url: str) -> None:
+    bridge = await make_bridge(f'[[publish]]\nstream = "{NAME}"\nurl = "{push}"\nmode = "always"\n')
     await _wait_frames(bridge, 15)
     # A viewer of the media server reads ~10 s while the doorbell drops its call once.
     reader = asyncio.ensure_future(asyncio.to_thread(read_back, url, frames=150))
