@@ -425,15 +425,18 @@ master_process off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log info;
 events {{ worker_connections 64; }}
-rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}
+rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; {rules} }} }} }}
 """
 
 
 @pytest.fixture
-def rtmp_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def rtmp_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(module=RTMP_MODULE, tmp=tmp_path, port=port))
+    rules = getattr(request, "param", "")  # access rules for the application, if a test asks
+    conf.write_text(_NGINX_CONF.format(module=RTMP_MODULE, tmp=tmp_path, port=port, rules=rules))
     assert NGINX is not None
     with (tmp_path / "nginx.out").open("wb") as log:
         proc = subprocess.Popen(
@@ -488,6 +491,36 @@ async def _push_to_nginx(make_bridge: BridgeFactory, world: SimWorld, push: str,
     _continuous(got["video_dts"], gap=5.0)
     _continuous(got["audio_dts"], gap=5.0)
     assert (await _publish_entry(bridge))["state"] == "publishing"
+
+
+@pytest.mark.slow
+@needs_nginx
+@pytest.mark.parametrize("rtmp_server", ["deny publish all;"], indirect=True)
+async def test_a_refused_publish_is_one_warning_and_backoff(
+    make_bridge: BridgeFactory,
+    rtmp_server: tuple[str, subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # nginx-rtmp accepts the connection and the handshake, then refuses the publish itself, as
+    # a media server does for a wrong publish password.
+    url, proc = rtmp_server
+    await _wait_listening(url, proc)
+    bridge = await make_bridge(f'[[publish]]\nstream = "{NAME}"\nurl = "{url}"\nmode = "always"\n')
+    entry: dict[str, Any] = {}
+    for _ in range(300):
+        entry = await _publish_entry(bridge)
+        if entry["reconnects"] >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert entry["reconnects"] >= 2, entry  # retried, with backoff
+    assert entry["state"] in ("unavailable", "connecting"), entry
+    assert entry["frames"] == 0
+    assert entry["error"]
+    # The bridge's own viewers are untouched by it.
+    assert await asyncio.to_thread(_read_rtsp_frames, bridge.rtsp_url + NAME, 15) == 15
+    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert not [r for r in caplog.records if r.getMessage().endswith(": back")]
 
 
 @pytest.mark.slow
