@@ -314,6 +314,32 @@ def test_srt_without_the_ffmpeg_program_is_a_config_error(
         load_settings(config, {})
 
 
+async def test_every_stream_pushes_each_doorbell_of_this_bridge_to_its_own_path(
+    make_bridge: BridgeFactory,
+) -> None:
+    config = '[[publish]]\nstream = "*"\nurl = "rtsp://127.0.0.1:9/cams/{stream}"\n'
+    bridge = await make_bridge(config)
+    _, streams = await get_json(bridge.http_url + "api/streams")
+    assert {name: [p["url"] for p in s["publish"]] for name, s in streams.items()} == {
+        "front-door": ["rtsp://127.0.0.1:9/cams/front-door"],
+        "back-garden": ["rtsp://127.0.0.1:9/cams/back-garden"],
+    }
+    # A bridge with a share of the account pushes its share only.
+    share = await make_bridge(config, SKYBELL_BRIDGE_SKYBELL_DEVICES="back-garden")
+    _, streams = await get_json(share.http_url + "api/streams")
+    assert [p["url"] for p in streams["back-garden"]["publish"]] == [
+        "rtsp://127.0.0.1:9/cams/back-garden"
+    ]
+    assert list(streams) == ["back-garden"]
+
+
+def test_every_stream_needs_its_name_in_the_url(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('[[publish]]\nstream = "*"\nurl = "rtmp://media.example/live/door"\n')
+    with pytest.raises(ConfigError, match=r"publish\[0\]\.url.*\{stream\}"):
+        load_settings(config, {})
+
+
 @pytest.mark.parametrize(
     ("table", "key"),
     [

@@ -7,19 +7,21 @@ Parsed here rather than as a config section because it is an array of tables (li
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from bridge.errors import ConfigError
 from bridge.publish.srt import srt_problem
 from bridge.redact import redact, register
 
 __all__ = [
+    "EVERY_STREAM",
     "SCHEMES",
     "PublishAudio",
     "PublishMode",
     "PublishTarget",
+    "for_stream",
     "parse_publish",
     "safe_url",
     "url_problem",
@@ -33,6 +35,8 @@ _MODES = ("while_live", "always")
 _AUDIO = ("aac", "none")
 _KEYS = ("stream", "url", "mode", "audio")
 _PASSPHRASE = re.compile(r"(?i)(passphrase=)[^&]*")
+EVERY_STREAM = "*"  # stream = "*": a push for each of this bridge's doorbells
+STREAM_PLACEHOLDER = "{stream}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,25 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def _register_secrets(url: str) -> None:
+    # The log filter then masks them wherever FFmpeg or we repeat the URL.
+    parts = urlsplit(url)
+    if parts.password:
+        register(parts.password)
+    for name, value in parse_qsl(parts.query):
+        if name.lower() == "passphrase" and value:
+            register(value)
+
+
+def for_stream(target: PublishTarget, name: str) -> PublishTarget:
+    """``target`` as pushed for the stream called ``name``: ``{stream}`` in its URL filled in.
+
+    ``stream = "*"`` stands for one such push per doorbell of this bridge (its share of the
+    account); a table naming one stream may use ``{stream}`` too.
+    """
+    return replace(target, stream=name, url=target.url.replace(STREAM_PLACEHOLDER, name))
+
+
 def parse_publish(raw: Any) -> list[PublishTarget]:
     """Validate the ``[[publish]]`` array of tables; raises ConfigError naming the bad key."""
     if raw is None:
@@ -85,9 +108,12 @@ def _target(item: Any, i: int) -> PublishTarget:
     problem = url_problem(url)
     if problem is not None:
         raise ConfigError(f"{key}.url", problem)
-    password = urlsplit(url).password
-    if password:
-        register(password)  # the log filter masks it wherever FFmpeg or we repeat the URL
+    if item["stream"] == EVERY_STREAM and STREAM_PLACEHOLDER not in url:
+        # Every doorbell pushing to one path would have them take turns at it.
+        raise ConfigError(
+            f"{key}.url", f'with stream = "*" the URL needs {STREAM_PLACEHOLDER} in its path'
+        )
+    _register_secrets(url)
     mode = item.get("mode", "while_live")
     if mode not in _MODES:
         raise ConfigError(f"{key}.mode", f"expected one of {', '.join(_MODES)}, got {mode!r}")

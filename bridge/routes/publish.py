@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bridge.errors import ConfigError
 from bridge.publish import Publisher, PublishStats, PublishTarget, safe_url, url_problem
-from bridge.publish.options import PublishAudio, PublishMode
+from bridge.publish.options import EVERY_STREAM, PublishAudio, PublishMode, for_stream
 from bridge.routes.common import HUB, error, find_stream
 
 __all__ = ["PUBLISHERS", "setup", "stream_publish_stats"]
@@ -88,14 +88,17 @@ def setup(app: web.Application, targets: tuple[PublishTarget, ...]) -> None:
         hub = app[HUB]
         publishers: list[Publisher] = []
         for i, target in enumerate(targets):
-            stream = hub.get(target.stream)
-            if stream is None:
+            if target.stream == EVERY_STREAM:
+                streams = list(hub.streams)
+            elif (stream := hub.get(target.stream)) is not None:
+                streams = [stream]
+            else:
                 known = ", ".join(s.name for s in hub.streams) or "none"
                 raise ConfigError(
                     f"publish[{i}].stream",
                     f"{target.stream!r} is not a doorbell of this account; streams: {known}",
                 )
-            publishers.append(Publisher(stream, target))
+            publishers += [Publisher(s, for_stream(target, s.name)) for s in streams]
         app[PUBLISHERS] = publishers
         for publisher in publishers:
             publisher.start()
