@@ -53,7 +53,7 @@ class Mp4Writer(Remuxer):
     @property
     def video_codec(self) -> str:
         """The video track's codec ("" before the file exists): copied, so always the doorbell's."""
-        return "h264" if self.opened else ""
+        return "h264" if self.width else ""  # the size is known once the file was opened
 
     @property
     def duration(self) -> float:
