@@ -12,6 +12,7 @@ import logging
 
 import av
 import av.error
+from av.video.reformatter import VideoReformatter
 
 from bridge.media.packet import NAL_SPS, h264_nal_types
 from bridge.mjpeg.options import fit_size
@@ -75,12 +76,16 @@ class JpegEncoder:
         # PyAV cannot set a frame's quality, which the qscale flag would need.
         codec.qmin = codec.qmax = quality
         self._codec = codec
+        # One scaler for the stream. ``frame.reformat`` builds a fresh swscale context for every
+        # frame, and PyAV's default asks it for a thread per core: threads started and joined
+        # for each picture, each taking a glibc arena (the soak's heap growth, issue 13).
+        self._scaler = VideoReformatter()
         self.encoded = 0
 
     def encode(self, frame: av.VideoFrame) -> bytes:
         """Scale ``frame`` to this encoder's size and return one JPEG image."""
         width, height = self.size
-        scaled = frame.reformat(width, height, "yuvj420p")
+        scaled = self._scaler.reformat(frame, width, height, "yuvj420p", threads=1)
         scaled.pts = None
         jpeg = b"".join(bytes(p) for p in self._codec.encode(scaled))
         self.encoded += 1
