@@ -28,6 +28,10 @@ _LOGGER = logging.getLogger(__name__)
 _MAX_PACKETS = 900
 _MAX_BYTES = 8 << 20
 _CHECK_EVERY = 1.0  # seconds between while_live checks of whether the stream is still wanted
+# Seconds a push must last before the target counts as back: a media server that refuses the
+# publish only after taking the first packets (nginx-rtmp's "deny publish") is still down, and
+# must keep its backoff and its one warning.
+_STABLE = 5.0
 
 
 class PublishStats(TypedDict):
@@ -76,6 +80,7 @@ class Publisher:
         self._drop_base: int | None = None
         self._down = False  # "unavailable" was logged; "back" is logged once it publishes again
         self._backoff = backoff
+        self._delay = backoff[0]  # the next retry's wait; reset once a push holds
         self._sub: Subscriber | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -140,7 +145,7 @@ class Publisher:
             self._sub = None
 
     async def _run(self) -> None:
-        delay = self._backoff[0]
+        self._delay = self._backoff[0]
         try:
             while True:
                 while not self._wanted():
@@ -168,13 +173,13 @@ class Publisher:
                         _LOGGER.debug(
                             "publish %s to %s: still unavailable", self.stream.name, self.url
                         )
-                    await self._wait_out(delay)
-                    delay = min(delay * 2, self._backoff[1])
+                    await self._wait_out(self._delay)
+                    self._delay = min(self._delay * 2, self._backoff[1])
                     continue
                 # The push ended without a target failure: the stream stopped, or nobody
                 # else watches a while_live stream any more.
                 self._unsubscribe()
-                delay = self._backoff[0]
+                self._delay = self._backoff[0]
         finally:
             self._unsubscribe()
             self.state = "stopped"
@@ -193,6 +198,8 @@ class Publisher:
         muxer = MuxerProcess(self.target.url, audio=self.target.audio == "aac")
         self._muxer = muxer
         announced = False
+        opened_at: float | None = None
+        loop = asyncio.get_running_loop()
         if sub.queued == 0:
             self.stream.request_keyframe()  # a push must start at a keyframe: ask for one now
         try:
@@ -205,9 +212,12 @@ class Publisher:
                 if batch is None:
                     return  # no longer wanted (while_live)
                 await muxer.send(batch)
-                if muxer.opened and not announced:
-                    announced = True
+                if muxer.opened and opened_at is None:
+                    opened_at = loop.time()
                     self.state = "publishing"
+                if opened_at is not None and not announced and loop.time() - opened_at >= _STABLE:
+                    announced = True
+                    self._delay = self._backoff[0]
                     if self._down:
                         self._down = False
                         _LOGGER.warning("publish %s to %s: back", self.stream.name, self.url)
