@@ -54,6 +54,44 @@ def open_fds(pid: int | str) -> int:
         return 0
 
 
+# glibc's thread arenas are heaps aligned to HEAP_MAX_SIZE (64 MiB on 64-bit): how their
+# mappings are told apart from other anonymous memory in smaps.
+_ARENA_ALIGN = 64 << 20
+RSS_KINDS = ("main heap", "thread arenas", "other anon", "files")
+
+
+def rss_by_kind(pid: int | str) -> dict[str, float]:
+    """Resident MB of a process by kind of mapping, read from /proc/PID/smaps.
+
+    "main heap" is glibc's main arena (brk), "thread arenas" its per-thread heaps, "other anon"
+    everything else anonymous (Python's object arenas, malloc's mmapped blocks, thread stacks,
+    FFmpeg's large buffers) and "files" mapped files (code, shared libraries). When RSS grows,
+    this says whose memory it is.
+    """
+    kinds = dict.fromkeys(RSS_KINDS, 0.0)
+    kind = "files"
+    try:
+        with open(f"/proc/{pid}/smaps") as fh:
+            for line in fh:
+                head = line.split(None, 6)
+                if "-" in head[0] and len(head) >= 5:  # a mapping's header line
+                    start = int(head[0].split("-")[0], 16)
+                    name = head[5].strip() if len(head) > 5 else ""
+                    if name == "[heap]":
+                        kind = "main heap"
+                    elif name and not name.startswith("["):
+                        kind = "files"
+                    elif not name and start % _ARENA_ALIGN == 0:
+                        kind = "thread arenas"
+                    else:
+                        kind = "other anon"
+                elif head[0] == "Rss:":
+                    kinds[kind] += int(head[1]) / 1024
+    except OSError:
+        pass
+    return kinds
+
+
 def _status_field(pid: int | str, name: str) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:

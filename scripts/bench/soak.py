@@ -41,6 +41,7 @@ from common import (
     KEYFRAME_MODES,
     free_port,
     open_fds,
+    rss_by_kind,
     rss_mb,
     set_extra_ice,
     start_serve,
@@ -51,7 +52,7 @@ from common import (
     turn_ice,
 )
 from outputs import hls_media_playlists, hls_viewer, mjpeg_reader
-from soak_report import heap_text, report
+from soak_report import heap_text, kinds_text, report
 
 from bridge.media import aiortc_patch
 
@@ -83,8 +84,11 @@ class Soak:
         self.counts = {"hls_parts": 0, "hls_503_retries": 0, "mjpeg_jpegs": 0, "whep_frames": 0}
         self.reconnects: dict[str, int] = {}
         self.recordings: list[Path] = []
-        # (minute, RSS MB, fds, threads, asyncio tasks, C heap in use MB, C heap free MB)
-        self.samples: list[tuple[float, float, int, int, int, float | None, float | None]] = []
+        # (minute, RSS MB, fds, threads, asyncio tasks, C heap in use MB, C heap free MB,
+        #  RSS MB by kind of mapping)
+        self.samples: list[
+            tuple[float, float, int, int, int, float | None, float | None, dict[str, float]]
+        ] = []
         self.device_id = ""
         self.serve_pid = 0
 
@@ -393,12 +397,12 @@ async def sample(soak: Soak, http: aiohttp.ClientSession) -> None:
         heap = health.get("heap")  # None where the bridge's C library is not glibc
         in_use, free = (heap["in_use"] / 1e6, heap["free"] / 1e6) if heap else (None, None)
         row = (soak.now() / 60, rss_mb(pid), open_fds(pid), threads(pid), int(health["tasks"]),
-               in_use, free)  # fmt: skip
+               in_use, free, rss_by_kind(pid))  # fmt: skip
         soak.samples.append(row)
         while marks and soak.now() >= marks[0] - 10:  # samples are 10 s apart
             marks.pop(0)
             soak.say(f"serve: RSS {row[1]:.1f} MB, {row[2]} fds, {row[3]} threads, {row[4]} tasks, "
-                     f"{heap_text(in_use, free)}")  # fmt: skip
+                     f"{heap_text(in_use, free)}; {kinds_text(row[7])}")  # fmt: skip
         await asyncio.sleep(10)
 
 

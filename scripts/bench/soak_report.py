@@ -155,15 +155,20 @@ def heap_text(in_use: float | None, free: float | None) -> str:
     return f"C heap {in_use:.1f} MB in use, {free:.1f} MB free"
 
 
+def kinds_text(kinds: dict[str, float]) -> str:
+    """RSS by kind of mapping for a line."""
+    return "RSS by kind: " + ", ".join(f"{kind} {mb:.1f}" for kind, mb in kinds.items())
+
+
 async def report(soak: Any, http: aiohttp.ClientSession, faults: list[Any]) -> int:
     """Print the figures; 0 when nothing was lost, else 1."""
     say = soak.say
     say("---- figures ----")
-    for minute, rss, fds, thr, tasks, in_use, free in soak.samples[
+    for minute, rss, fds, thr, tasks, in_use, free, kinds in soak.samples[
         :: max(1, len(soak.samples) // 12)
     ]:
         say(f"  t={minute:5.1f} min: RSS {rss:6.1f} MB, {fds} fds, {thr} threads, {tasks} tasks, "
-            f"{heap_text(in_use, free)}")  # fmt: skip
+            f"{heap_text(in_use, free)}; {kinds_text(kinds)}")  # fmt: skip
     warm = max(1.0, soak.duration / 60 / 6)  # minutes of warm-up left out of the slope
     later = [row for row in soak.samples if row[0] >= warm]
     if len(later) >= 3:
@@ -175,6 +180,15 @@ async def report(soak: Any, http: aiohttp.ClientSession, faults: list[Any]) -> i
                 minutes, values = [m for m, _ in points], [v for _, v in points]
                 slope = statistics.linear_regression(minutes, values).slope
                 say(f"{label} slope after {warm:.1f} min warm-up: {slope * 60:+.1f} MB/hour")
+        # Whose memory grows: glibc's arenas (fragmentation a trim may give back) or the rest.
+        kinds = later[0][7]
+        slopes = [
+            statistics.linear_regression([row[0] for row in later], [row[7][k] for row in later])
+            for k in kinds
+        ]
+        say("RSS slope by kind: " + ", ".join(
+            f"{k} {fit.slope * 60:+.1f}" for k, fit in zip(kinds, slopes, strict=True)
+        ) + " MB/hour")  # fmt: skip
         settled = [row for row in soak.samples if row[0] >= warm]
         for label, col in (("fds", 2), ("threads", 3), ("asyncio tasks", 4)):
             values = [row[col] for row in settled]
