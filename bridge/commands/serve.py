@@ -27,9 +27,12 @@ _LOGGER = logging.getLogger("bridge")
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the bridge until interrupted."""
+    from bridge.heap import tune_heap
     from bridge.limits import raise_nofile_limit
     from bridge.service import Bridge
 
+    # Before the first worker thread: a thread that has its own malloc arena keeps it.
+    tune_heap()
     # Every client connection, UDP port and cloud socket is a descriptor: take all we may.
     raise_nofile_limit()
     # Before the cloud is contacted: a refusal here is about this machine, not the account.
