@@ -23,6 +23,7 @@ each further RTSP client, each further LL-HLS viewer and LL-HLS added latency p5
 method, against the same ``serve`` process).
 
 Run: .venv/bin/python scripts/bench/baseline.py [--seconds 20] [--skip-regress]
+     [--keyframes on_request|gop]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from common import KEYFRAME_MODES, KEYFRAMES_ENV  # noqa: E402
 from outputs import (  # noqa: E402
     STREAM,
     Rig,
@@ -317,10 +319,10 @@ def verdict(name: str, value: float) -> str:
     )
 
 
-async def regress_from_ingest(seconds: float) -> dict[str, float]:
+async def regress_from_ingest(seconds: float, keyframes: str) -> dict[str, float]:
     """Ingest CPU and time to first frame as scripts/bench/ingest.py measures them."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "ingest.py"), "--mode", "on_request",
+        sys.executable, str(HERE / "ingest.py"), "--mode", keyframes,
         "--seconds", str(seconds), "--starts", "10", "--rss-minutes", "0", "--joins", "2",
         "--streams", "2",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
@@ -341,6 +343,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="window per CPU figure")
     parser.add_argument("--ttff-runs", type=int, default=3, help="cold starts per side")
     parser.add_argument("--skip-regress", action="store_true", help="only stock vs bridge")
+    parser.add_argument(
+        "--keyframes",
+        choices=KEYFRAME_MODES,
+        default="on_request",
+        help="the doorbell: keyframes only when asked (as libwebrtc) or every 2 s (a camera)",
+    )
     parser.add_argument("--stock-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sim-url", help=argparse.SUPPRESS)
     parser.add_argument("--device", help=argparse.SUPPRESS)
@@ -353,7 +361,9 @@ async def main() -> None:
         parser.error("--seconds must be at least 5 and --ttff-runs at least 1")
     win = args.seconds
     aiortc_patch.restrict_host_candidates(["127.0.0.1"])
+    os.environ[KEYFRAMES_ENV] = args.keyframes  # the simulator inherits it
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
+    print(f"doorbell keyframes: {args.keyframes}", flush=True)
     rig = Rig()
     rig.start()
     regress: dict[str, float] = {}
@@ -420,7 +430,7 @@ async def main() -> None:
     finally:
         rig.close()
     if not args.skip_regress:
-        regress |= await regress_from_ingest(win)
+        regress |= await regress_from_ingest(win, args.keyframes)
         print("must not regress (720p15, 2 Mbps):")
         for name in REFERENCE:
             if name in regress:

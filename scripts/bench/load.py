@@ -23,7 +23,7 @@ The simulated doorbells encode at image_quality 0 (854x480, 800 kbps) by default
 doorbell's libx264 encoder runs on the same 2 cores as the bridge.
 
 Run: .venv/bin/python scripts/bench/load.py [--doorbells 1,5,10] [--seconds 30] [--quality 0]
-     [--fps 15]
+     [--fps 15] [--keyframes on_request|gop]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from common import KEYFRAME_MODES, KEYFRAMES_ENV  # noqa: E402
 from outputs import cpu_seconds, free_port, hls_media_playlists, mjpeg_reader  # noqa: E402
 
 from bridge.media import aiortc_patch  # noqa: E402
@@ -439,6 +440,12 @@ async def main() -> None:
     parser.add_argument("--quality", type=int, choices=range(4), default=0, help="image_quality")
     parser.add_argument("--fps", type=int, default=15, help="the doorbells' frame rate")
     parser.add_argument(
+        "--keyframes",
+        choices=KEYFRAME_MODES,
+        default="on_request",
+        help="the doorbells: keyframes only when asked (as libwebrtc) or every 2 s (a camera)",
+    )
+    parser.add_argument(
         "--keep-up", type=float, default=0.95, help="share of frames a viewer must receive"
     )
     parser.add_argument(
@@ -458,10 +465,11 @@ async def main() -> None:
     if not 0 < args.keep_up <= 1:
         parser.error("--keep-up must be above 0 and at most 1")
     aiortc_patch.restrict_host_candidates(["127.0.0.1"])
+    os.environ[KEYFRAMES_ENV] = args.keyframes  # each N's simulator inherits it
     width, height, bitrate = resolution_for(args.quality)
     print(
         f"doorbells encode {width}x{height} at {args.fps} fps, {bitrate // 1000} kbps "
-        f"(image_quality {args.quality}); their encoders run in the simulator on the same "
+        f"(image_quality {args.quality}), keyframes {args.keyframes}; their encoders run in the simulator on the same "
         f"{os.cpu_count()} cores; a viewer keeps up with >= {args.keep_up * 100:.0f} % of the "
         f"frames sent",
         flush=True,
