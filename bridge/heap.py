@@ -33,7 +33,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["HeapUsage", "heap_usage", "release_free_heap", "tune_heap"]
 
@@ -69,18 +69,22 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def _libc_function(name: str, argtypes: list[Any], restype: Any) -> Callable[..., Any] | None:
+    """A function of the C library, typed; None where it has none (glibc-only ones: musl and
+    macOS lack mallinfo2, malloc_trim and mallopt's glibc parameters)."""
+    libc = _libc()
+    function = getattr(libc, name, None) if libc is not None else None
+    if function is None:
+        return None
+    function.argtypes = argtypes
+    function.restype = restype
+    typed: Callable[..., Any] = function
+    return typed
+
+
 @functools.cache
 def _mallinfo2() -> Callable[[], _MallInfo2] | None:
-    libc = _libc()
-    try:
-        info = libc.mallinfo2 if libc is not None else None  # glibc >= 2.33 only
-    except AttributeError:
-        return None
-    if info is None:
-        return None
-    info.argtypes = []
-    info.restype = _MallInfo2
-    return info
+    return _libc_function("mallinfo2", [], _MallInfo2)
 
 
 def heap_usage() -> HeapUsage | None:
@@ -95,16 +99,7 @@ def heap_usage() -> HeapUsage | None:
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    libc = _libc()
-    try:
-        trim = libc.malloc_trim if libc is not None else None  # glibc only: musl, macOS have none
-    except AttributeError:
-        return None
-    if trim is None:
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    return _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 def release_free_heap() -> bool:
@@ -130,16 +125,7 @@ _MMAP_THRESHOLD = 128 << 10
 
 @functools.cache
 def _mallopt() -> Callable[[int, int], int] | None:
-    libc = _libc()
-    try:
-        mallopt = libc.mallopt if libc is not None else None  # glibc only
-    except AttributeError:
-        return None
-    if mallopt is None:
-        return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
+    return _libc_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
 
 
 def tune_heap() -> bool:
