@@ -162,9 +162,12 @@ async def test_fault_route_checks_its_input() -> None:
 
 @pytest.fixture
 def turn_port() -> Iterator[int]:
-    """coturn on loopback (loopback peers must be allowed explicitly); skips without it."""
+    """coturn on loopback (loopback peers must be allowed explicitly).
+
+    A missing coturn fails rather than skips: scripts/test installs it (scripts/bootstrap
+    --test), so its absence is a broken set-up, and a skip would hide the TURN-only path."""
     if shutil.which("turnserver") is None:
-        pytest.skip("coturn is not installed")
+        pytest.fail("coturn (turnserver) is not installed: run scripts/bootstrap --test")
     port = free_port()
     turn = subprocess.Popen(
         ["turnserver", "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
