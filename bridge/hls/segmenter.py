@@ -121,6 +121,11 @@ class Segmenter:
         self.part_target = part_target
         self.window = window
         self.segments: deque[Segment] = deque()
+        # Segments that slid out of the playlist stay fetchable for a while: RFC 8216 6.2.2 wants
+        # a removed segment available for its own duration plus the playlist's, because a client
+        # may fetch it just after reading a playlist that still listed it (a slow 2-core box
+        # did, and got a 404). Segments are close to the target, so window + 1 of them cover it.
+        self._retired: deque[Segment] = deque(maxlen=window + 1)
         self.current: Segment | None = None
         self.init: InitSection | None = None
         self.discontinuity_sequence = 0
@@ -177,11 +182,12 @@ class Segmenter:
         return self.next_msn, 0
 
     def segment(self, msn: int) -> Segment | None:
-        """A complete segment still in the window."""
-        if not self.segments or msn < self.segments[0].msn:
+        """A complete segment still in the window, or retired from it but still kept."""
+        kept = [*self._retired, *self.segments]
+        if not kept or msn < kept[0].msn:
             return None
-        index = msn - self.segments[0].msn
-        return self.segments[index] if index < len(self.segments) else None
+        index = msn - kept[0].msn
+        return kept[index] if index < len(kept) else None
 
     def part(self, msn: int, index: int) -> Part | None:
         """A part of a segment in the window or of the one being built."""
@@ -193,7 +199,7 @@ class Segmenter:
 
     def init_section(self, version: int) -> InitSection | None:
         """An init section some listed segment still refers to."""
-        listed = [*self.segments, *([self.current] if self.current else [])]
+        listed = [*self._retired, *self.segments, *([self.current] if self.current else [])]
         return next((s.init for s in listed if s.init.version == version), None)
 
     # -- input -----------------------------------------------------------------------------------
@@ -443,6 +449,8 @@ class Segmenter:
         self._longest = max(self._longest, seg.duration)
         self.segments.append(seg)
         while len(self.segments) > self.window:
-            if self.segments.popleft().discontinuity:
+            retired = self.segments.popleft()
+            self._retired.append(retired)
+            if retired.discontinuity:
                 self.discontinuity_sequence += 1
         self.generation += 1
