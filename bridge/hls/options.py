@@ -19,5 +19,5 @@ class HlsOptions:
     segment_target: float = field(default=2.0, metadata=bounds(0.5, 10))
     # LL-HLS partial segments; Apple suggests 0.2-0.33 s (at most half a segment).
     part_target: float = field(default=0.3, metadata=bounds(0.1, 2))
-    # Segments kept in memory for the playlist.
+    # Segments listed in the playlist; as many again stay in memory after they slide out.
     window: int = field(default=7, metadata=bounds(3, 30))
