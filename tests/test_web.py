@@ -260,6 +260,40 @@ async def test_doorbell_press_shows_the_banner_at_once(
 
 
 @pytest.mark.slow
+async def test_a_press_during_the_first_load_stays_listed(
+    make_bridge: BridgeFactory, world: SimWorld, browser: Any
+) -> None:
+    # The page's first read of the log can answer after a press the feed already showed: that
+    # older answer must not wipe the press from the list (a loaded CI box hit exactly this).
+    bridge = await make_bridge(SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET="hook-secret")
+    await add_webhook_triggers(
+        bridge.client,
+        bridge.app[DEVICES],
+        bridge.http_url + WEBHOOK_PATH.lstrip("/"),
+        secret=Secret("hook-secret"),
+    )
+    page, watch = await new_page(browser)
+    release = asyncio.Event()
+
+    async def hold_first_read(route: Any) -> None:
+        answer = await route.fetch()  # the log as it was before the press
+        await release.wait()
+        await route.fulfill(response=answer)
+
+    await page.route(lambda url: "/api/events?" in url, hold_first_read)
+    await page.goto(bridge.http_url + "#/events")
+    await page.wait_for_selector("#feed-state[data-state=open]")
+    await page.wait_for_selector("#event-list[aria-busy=true]", state="attached")
+    await world.press("Front Door")
+    pressed = page.locator("#event-list li.ev-doorbell")
+    await pressed.first.wait_for(timeout=10000)
+    release.set()
+    await page.wait_for_selector("#event-list[aria-busy=false]", state="attached")
+    assert await pressed.count() == 1, "the older answer did not wipe the press"
+    assert watch.errors == []
+
+
+@pytest.mark.slow
 async def test_clip_plays_seeks_and_deletes_after_confirmation(
     make_bridge: BridgeFactory, browser: Any
 ) -> None:

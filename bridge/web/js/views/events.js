@@ -22,6 +22,9 @@ export function render(root, params, ctx) {
   root.append(h('h1', { tabindex: '-1' }, 'Events'), filters, status, list, more);
 
   let events = [];
+  // Events the feed brought that no loaded page has listed yet: a page requested just before a
+  // press answers without it, and must not wipe it from the list until the next re-read.
+  const fresh = new Map();
   let nextOffset = null;
   let refreshTimer = 0;
   let gone = false;
@@ -32,16 +35,21 @@ export function render(root, params, ctx) {
 
   async function load(reset) {
     const offset = reset ? 0 : nextOffset || 0;
+    list.setAttribute('aria-busy', 'true');
     try {
       const page = await api(withQuery('api/events', { device: device.value, type: type.value, limit: reset ? Math.min(500, Math.max(PAGE, events.length)) : PAGE, offset }));
       if (gone) return;
-      events = reset ? page.events : events.concat(page.events);
+      for (const event of page.events) fresh.delete(event.id);
+      const unlisted = [...fresh.values()].filter(matches).reverse();
+      events = reset ? unlisted.concat(page.events) : events.concat(page.events);
       nextOffset = page.next_offset;
       more.hidden = nextOffset === null;
       status.textContent = events.length ? '' : 'No events yet. A doorbell press or motion shows up here at once.';
       draw();
     } catch (err) {
       status.textContent = `Could not load events: ${err.message}`;
+    } finally {
+      list.setAttribute('aria-busy', 'false');
     }
   }
 
@@ -78,6 +86,7 @@ export function render(root, params, ctx) {
     const known = events.findIndex((x) => x.id === event.id);
     if (known >= 0) events[known] = { ...events[known], ...event };
     else events.unshift(event);
+    fresh.set(event.id, events[known >= 0 ? known : 0]);
     status.textContent = '';
     draw();
     clearTimeout(refreshTimer);
