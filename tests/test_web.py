@@ -223,6 +223,18 @@ async def test_falls_back_to_hls_then_mjpeg_when_blocked(
     assert expected_only(watch, "net::ERR_FAILED") == []
 
 
+async def bridge_with_webhooks(make_bridge: BridgeFactory, config: str | None = None) -> Bridge:
+    """A bridge whose doorbells report presses to its webhook, as SkyBell's cloud does."""
+    bridge = await make_bridge(config, SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET="hook-secret")
+    await add_webhook_triggers(
+        bridge.client,
+        bridge.app[DEVICES],
+        bridge.http_url + WEBHOOK_PATH.lstrip("/"),
+        secret=Secret("hook-secret"),
+    )
+    return bridge
+
+
 @pytest.mark.slow
 async def test_doorbell_press_shows_the_banner_at_once(
     make_bridge: BridgeFactory, world: SimWorld, browser: Any
@@ -230,13 +242,7 @@ async def test_doorbell_press_shows_the_banner_at_once(
     rule = (
         '[[rules]]\nname = "porch light"\non = ["doorbell"]\ndo = [{ scene = "Porch light on" }]\n'
     )
-    bridge = await make_bridge(rule, SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET="hook-secret")
-    await add_webhook_triggers(
-        bridge.client,
-        bridge.app[DEVICES],
-        bridge.http_url + WEBHOOK_PATH.lstrip("/"),
-        secret=Secret("hook-secret"),
-    )
+    bridge = await bridge_with_webhooks(make_bridge, rule)
     page, watch = await new_page(browser)
     await page.goto(bridge.http_url + "#/events")
     await page.wait_for_selector("#feed-state[data-state=open]")
@@ -265,13 +271,7 @@ async def test_a_press_during_the_first_load_stays_listed(
 ) -> None:
     # The page's first read of the log can answer after a press the feed already showed: that
     # older answer must not wipe the press from the list (a loaded CI box hit exactly this).
-    bridge = await make_bridge(SKYBELL_BRIDGE_EVENTS_WEBHOOK_SECRET="hook-secret")
-    await add_webhook_triggers(
-        bridge.client,
-        bridge.app[DEVICES],
-        bridge.http_url + WEBHOOK_PATH.lstrip("/"),
-        secret=Secret("hook-secret"),
-    )
+    bridge = await bridge_with_webhooks(make_bridge)
     page, watch = await new_page(browser)
     release = asyncio.Event()
 

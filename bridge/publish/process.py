@@ -22,6 +22,7 @@ __all__ = ["MuxerFailed", "MuxerProcess"]
 _LOGGER = logging.getLogger(__name__)
 # FFmpeg gives up on a silent target after IO_TIMEOUT; the child is killed if it has not by then.
 HANG_TIMEOUT = IO_TIMEOUT + 5.0
+_PROGRESS_EVERY = 1.0  # seconds between looks at whether the child is still taking packets
 
 
 class MuxerFailed(Exception):
@@ -90,14 +91,33 @@ class MuxerProcess:
         for packet in packets:
             stdin.write(encode_packet(packet))
         try:
-            await asyncio.wait_for(stdin.drain(), HANG_TIMEOUT)
-        except TimeoutError:
-            what = "took nothing" if self.opened else "did not take the stream"
-            raise MuxerFailed(f"the target {what} for {HANG_TIMEOUT:g} s") from None
+            await self._drain(stdin)
         except ConnectionError:
             await self._wait_exit(1.0)
             await self._drain_readers()
             raise MuxerFailed(self.error or self._exit_reason()) from None
+
+    async def _drain(self, stdin: asyncio.StreamWriter) -> None:
+        """Wait until the child has taken what was written.
+
+        A target slower than the doorbell takes a batch slowly, and that is no failure (the hub
+        drops whole GOPs meanwhile): only HANG_TIMEOUT without the child taking a byte is.
+        """
+        loop = asyncio.get_running_loop()
+        transport = stdin.transport
+        left, moved = transport.get_write_buffer_size(), loop.time()
+        drained = asyncio.ensure_future(stdin.drain())
+        try:
+            while not (await asyncio.wait((drained,), timeout=_PROGRESS_EVERY))[0]:
+                now, size = loop.time(), transport.get_write_buffer_size()
+                if size < left:
+                    left, moved = size, now
+                elif now - moved > HANG_TIMEOUT:
+                    what = "took nothing" if self.opened else "did not take the stream"
+                    raise MuxerFailed(f"the target {what} for {HANG_TIMEOUT:g} s")
+            drained.result()  # ConnectionError when the child is gone
+        finally:
+            drained.cancel()
 
     async def finish(self) -> None:
         """End the push in order (the child closes the target), killing it if it hangs.

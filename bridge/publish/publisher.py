@@ -27,6 +27,9 @@ _LOGGER = logging.getLogger(__name__)
 # bytes, whatever the bitrate.
 _MAX_PACKETS = 900
 _MAX_BYTES = 8 << 20
+# At most this much goes down the muxer's pipe at once: behind a slow target the rest stays in
+# the subscriber's queue, where it can be dropped whole GOPs at a time, not stuck in a pipe.
+_BATCH_BYTES = 256 << 10
 _CHECK_EVERY = 1.0  # seconds between while_live checks of whether the stream is still wanted
 # Seconds a push must last before the target counts as back: a media server that refuses the
 # publish only after taking the first packets (nginx-rtmp's "deny publish") is still down, and
@@ -232,7 +235,7 @@ class Publisher:
             self._muxer = None
 
     async def _next_batch(self, sub: Subscriber, muxer: MuxerProcess) -> list[MediaPacket] | None:
-        """Everything queued, waiting for at least one packet; None once no longer wanted.
+        """What is queued (up to _BATCH_BYTES), waiting for a packet; None once no longer wanted.
 
         Raises MuxerFailed when the push ended while it waited (a target that hung up).
         """
@@ -250,11 +253,12 @@ class Publisher:
                     continue
             else:
                 first = get.result()
-            batch = [first]
+            batch, size = [first], len(first.data)
             if self._drop_base is None:
                 self._drop_base = sub.dropped
-            while (packet := sub.get_nowait()) is not None:
+            while size < _BATCH_BYTES and (packet := sub.get_nowait()) is not None:
                 batch.append(packet)
+                size += len(packet.data)
             return batch
 
     async def close(self) -> None:
